@@ -1,0 +1,233 @@
+"""Control-channel commands as typed values (protocol.md 2.2-2.6).
+
+Each command is one JSON object with one top-level key, sent in one WebSocket text message. The set is closed:
+
+* :class:`Accept` (relay → listener): a WebSocket sender waits at ``address``.
+* :class:`Request` (relay → listener): an HTTP request; a *stub* carries only ``address`` (2.4).
+* :class:`Response` (listener → relay): the answer to a request, correlated by ``request_id``.
+* :class:`RenewToken` (listener → relay): a fresh SAS token for the control channel.
+
+:func:`encode` emits members in Azure's order with compact separators; :func:`decode` parses by key, tolerates
+unknown members, and raises :class:`~hyco.exceptions.RemoteProtocolError` for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hyco.exceptions import RemoteProtocolError
+
+__all__ = [
+    "Accept",
+    "Command",
+    "RemoteEndpoint",
+    "RenewToken",
+    "Request",
+    "Response",
+    "decode",
+    "encode",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEndpoint:
+    """The sender's IP address and port (``remoteEndpoint``; required by Java listeners, protocol.md 2.3)."""
+
+    address: str
+    port: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object form."""
+        return {"address": self.address, "port": self.port}
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """``accept``: a WebSocket sender waits; dial ``address`` to take it (protocol.md 2.3)."""
+
+    address: str
+    id: str
+    connect_headers: Mapping[str, str] = field(default_factory=dict)
+    remote_endpoint: RemoteEndpoint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """``request``: an HTTP request for the listener (protocol.md 2.4).
+
+    A stub (:attr:`is_stub`) has only ``address`` (and maybe ``id``): the listener must dial it to get the
+    request. .NET and Java detect a stub by a missing ``body``, Node by a missing ``method``.
+    """
+
+    address: str
+    id: str | None = None
+    request_target: str | None = None
+    method: str | None = None
+    remote_endpoint: RemoteEndpoint | None = None
+    request_headers: Mapping[str, str] | None = None
+    body: bool | None = None
+
+    @property
+    def is_stub(self) -> bool:
+        """Whether this is a rendezvous-only stub."""
+        return self.method is None or self.body is None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """``response``: the listener's answer to request ``request_id`` (protocol.md 2.5)."""
+
+    request_id: str
+    status_code: int
+    status_description: str | None = None
+    response_headers: Mapping[str, str] | None = None
+    body: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RenewToken:
+    """``renewToken``: replace the control channel's token (protocol.md 2.6)."""
+
+    token: str = field(repr=False)
+
+
+Command = Accept | Request | Response | RenewToken
+
+
+def _headers_json(headers: Mapping[str, str]) -> dict[str, str]:
+    return dict(headers)
+
+
+def encode(command: Command) -> str:
+    """Serialize a command to the JSON text the official clients expect (members in Azure's order)."""
+    body: dict[str, Any]
+    if isinstance(command, Accept):
+        body = {"address": command.address, "id": command.id}
+        body["connectHeaders"] = _headers_json(command.connect_headers)
+        if command.remote_endpoint is not None:
+            body["remoteEndpoint"] = command.remote_endpoint.to_json()
+        name = "accept"
+    elif isinstance(command, Request):
+        body = {"address": command.address}
+        optional: list[tuple[str, Any]] = [
+            ("id", command.id),
+            ("requestTarget", command.request_target),
+            ("method", command.method),
+            ("remoteEndpoint", command.remote_endpoint and command.remote_endpoint.to_json()),
+            (
+                "requestHeaders",
+                None if command.request_headers is None else _headers_json(command.request_headers),
+            ),
+            ("body", command.body),
+        ]
+        body.update((k, v) for k, v in optional if v is not None)
+        name = "request"
+    elif isinstance(command, Response):
+        # Java's member order (requestId first); .NET parses by key.
+        body = {"requestId": command.request_id, "body": command.body}
+        body["statusCode"] = command.status_code
+        if command.status_description is not None:
+            body["statusDescription"] = command.status_description
+        if command.response_headers is not None:
+            body["responseHeaders"] = _headers_json(command.response_headers)
+        name = "response"
+    else:
+        body = {"token": command.token}
+        name = "renewToken"
+    return json.dumps({name: body}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _require(obj: Mapping[str, Any], key: str, kind: type, command: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+        raise RemoteProtocolError(f"{command}.{key} is missing or not a {kind.__name__}")
+    return value
+
+
+def _optional(obj: Mapping[str, Any], key: str, kind: type, command: str) -> Any:
+    if obj.get(key) is None:
+        return None
+    return _require(obj, key, kind, command)
+
+
+def _headers(obj: Mapping[str, Any], key: str, command: str) -> dict[str, str] | None:
+    value = _optional(obj, key, dict, command)
+    if value is None:
+        return None
+    # Values are strings on the wire (2.2); tolerate numbers from lax peers by converting them.
+    headers: dict[str, str] = {}
+    for name, item in value.items():
+        if not isinstance(item, str | int | float) or isinstance(item, bool):
+            raise RemoteProtocolError(f"{command}.{key}[{name!r}] is not a string")
+        headers[str(name)] = str(item)
+    return headers
+
+
+def _endpoint(obj: Mapping[str, Any], command: str) -> RemoteEndpoint | None:
+    value = _optional(obj, "remoteEndpoint", dict, command)
+    if value is None:
+        return None
+    address = _require(value, "address", str, f"{command}.remoteEndpoint")
+    port = _require(value, "port", int, f"{command}.remoteEndpoint")
+    return RemoteEndpoint(address, port)
+
+
+def _status_code(value: Any) -> int:
+    # protocol.md 8, item 2: SDKs send a number, Azure accepts a numeric string too.
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 100 <= value <= 999:
+        raise RemoteProtocolError("response.statusCode must be an integer from 100 to 999")
+    return value
+
+
+def decode(text: str | bytes) -> Command:
+    """Parse one control-channel message.
+
+    Raises:
+        RemoteProtocolError: not JSON, not one object with exactly one known key, or a member of the wrong
+            type. The message never echoes a token.
+    """
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RemoteProtocolError(f"control message is not valid JSON: {exc.__class__.__name__}") from None
+    if not isinstance(data, dict) or len(data) != 1:
+        raise RemoteProtocolError("control message must be a JSON object with exactly one command key")
+    ((name, obj),) = data.items()
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(f"command {name[:32]!r} must be a JSON object")
+    if name == "accept":
+        return Accept(
+            address=_require(obj, "address", str, name),
+            id=_require(obj, "id", str, name),
+            connect_headers=_headers(obj, "connectHeaders", name) or {},
+            remote_endpoint=_endpoint(obj, name),
+        )
+    if name == "request":
+        return Request(
+            address=_require(obj, "address", str, name),
+            id=_optional(obj, "id", str, name),
+            request_target=_optional(obj, "requestTarget", str, name),
+            method=_optional(obj, "method", str, name),
+            remote_endpoint=_endpoint(obj, name),
+            request_headers=_headers(obj, "requestHeaders", name),
+            body=_optional(obj, "body", bool, name),
+        )
+    if name == "response":
+        body = obj.get("body", False)
+        if not isinstance(body, bool):
+            raise RemoteProtocolError("response.body must be true or false")
+        return Response(
+            request_id=_require(obj, "requestId", str, name),
+            status_code=_status_code(obj.get("statusCode")),
+            status_description=_optional(obj, "statusDescription", str, name),
+            response_headers=_headers(obj, "responseHeaders", name),
+            body=body,
+        )
+    if name == "renewToken":
+        return RenewToken(token=_require(obj, "token", str, name))
+    raise RemoteProtocolError(f"unknown control command {name[:32]!r}")

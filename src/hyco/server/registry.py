@@ -1,0 +1,149 @@
+"""The namespace: hybrid connections by path, and the listeners connected to each (protocol.md 1.1, 2.8).
+
+Lookup finds the registered path that is the longest segment-prefix of a request path, case-insensitively;
+the rest is the *suffix* the sender added. Listener choice is random, filtered by the sender's
+``Microsoft-Relay-AllowedListeners`` / ``DisallowedListeners`` headers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hyco.exceptions import EndpointNotFound, QuotaExceeded
+from hyco.protocol.messages import Command
+from hyco.server.config import HybridConnectionConfig, validate_entity_path
+
+__all__ = ["HybridConnection", "ListenerHandle", "Registry"]
+
+
+class ListenerHandle(Protocol):
+    """What the registry needs to know of a connected listener."""
+
+    @property
+    def listener_id(self) -> str:
+        """The GUID part of the listener's ``sb-hc-id``, lower-case (2.8)."""
+        ...
+
+    @property
+    def base_url(self) -> str:
+        """The WebSocket base URL rendezvous addresses for this listener start with."""
+        ...
+
+    async def send(self, command: Command) -> None:
+        """Send a command down the control channel; raises ConnectionLost when it is gone."""
+        ...
+
+
+@dataclass(eq=False)
+class HybridConnection:
+    """A hybrid connection and its connected listeners."""
+
+    config: HybridConnectionConfig
+    auto_created: bool = False
+    listeners: list[ListenerHandle] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        """The entity path as configured."""
+        return self.config.path
+
+    def add_listener(self, listener: ListenerHandle, limit: int) -> None:
+        """Register a listener.
+
+        Raises:
+            QuotaExceeded: ``limit`` listeners are already connected.
+        """
+        if len(self.listeners) >= limit:
+            raise QuotaExceeded(
+                f"MaximumListenersPerEndpoint: '{self.path}' already has {limit} listeners, the most "
+                "allowed; close one or use another hybrid connection."
+            )
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener: ListenerHandle) -> None:
+        """Forget a listener (no error if it is already gone)."""
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
+    def candidates(self, allowed: Iterable[str] = (), disallowed: Iterable[str] = ()) -> list[ListenerHandle]:
+        """The listeners a sender may be routed to, in random order.
+
+        Raises:
+            EndpointNotFound: no listener is connected, or none meets the Allowed/Disallowed criteria.
+        """
+        if not self.listeners:
+            raise EndpointNotFound("There are no listeners connected for the endpoint.")
+        allow = {a.lower() for a in allowed}
+        deny = {d.lower() for d in disallowed}
+        chosen = [
+            lst
+            for lst in self.listeners
+            if (not allow or lst.listener_id in allow) and lst.listener_id not in deny
+        ]
+        if not chosen:
+            raise EndpointNotFound(
+                "None of the connected listeners meet the AllowedListeners/DisallowedListeners criteria."
+            )
+        random.shuffle(chosen)
+        return chosen
+
+
+class Registry:
+    """Hybrid connections of the namespace, configured or created on first listen."""
+
+    def __init__(
+        self,
+        configs: Iterable[HybridConnectionConfig],
+        *,
+        create_on_listen: bool,
+        max_hybrid_connections: int,
+    ) -> None:
+        self._by_path: dict[str, HybridConnection] = {c.path.lower(): HybridConnection(c) for c in configs}
+        self._create_on_listen = create_on_listen
+        self._max = max_hybrid_connections
+
+    def all(self) -> list[HybridConnection]:
+        """Every hybrid connection."""
+        return list(self._by_path.values())
+
+    def find(self, raw_path: str) -> tuple[HybridConnection, str]:
+        """Resolve a request path to ``(hybrid connection, suffix)``; the suffix is ``""`` or ``/...``.
+
+        Raises:
+            EndpointNotFound: no registered path is a segment-prefix of ``raw_path``.
+        """
+        segments = raw_path.strip("/").split("/")
+        for end in range(len(segments), 0, -1):
+            hc = self._by_path.get("/".join(segments[:end]).lower())
+            if hc is not None:
+                rest = "/".join(segments[end:])
+                return hc, f"/{rest}" if rest else ""
+        raise EndpointNotFound("Endpoint does not exist.")
+
+    def find_for_listener(self, raw_path: str) -> HybridConnection:
+        """The hybrid connection a listener opens: an exact path, created if the relay allows it.
+
+        Raises:
+            EndpointNotFound: unknown path and creation is off, or the path is not a valid entity name.
+            QuotaExceeded: creation would exceed the namespace's limit.
+        """
+        key = raw_path.strip("/").lower()
+        hc = self._by_path.get(key)
+        if hc is not None:
+            return hc
+        if not self._create_on_listen:
+            raise EndpointNotFound("Endpoint does not exist.")
+        try:
+            path = validate_entity_path(raw_path)
+        except ValueError as exc:
+            raise EndpointNotFound(f"Endpoint does not exist and cannot be created: {exc}") from None
+        if len(self._by_path) >= self._max:
+            raise QuotaExceeded(
+                f"the namespace already has {self._max} hybrid connections, the most allowed."
+            )
+        hc = HybridConnection(HybridConnectionConfig(path=path), auto_created=True)
+        self._by_path[key] = hc
+        return hc

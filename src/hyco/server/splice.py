@@ -1,0 +1,183 @@
+"""Splicing a sender's WebSocket to a listener's rendezvous WebSocket (protocol.md 3.2 step 5, 3.5).
+
+Theory of operation:
+
+* Two pumps move messages, one per direction, keeping the message type (text stays text). A send waits while
+  the receiving socket's buffer is full, so a slow reader slows the writer instead of growing memory.
+* **Half-close** (design.md): a Close from one side is forwarded to the other side, and the opposite direction
+  keeps flowing until that side closes too. The relay never echoes a Close on its own: the peer's Close is the
+  echo. Only when both directions have seen a Close (or a peer vanished) are the transports dropped.
+* A peer that vanishes (no Close frame, a broken socket, an oversize or malformed frame) gets the other side a
+  Close 1001 ``The peer went away``; that side then has ``close_timeout`` seconds to answer before it is cut.
+
+The splice talks to a narrow :class:`Peer` seam, not to aiohttp, so it can be tested with in-memory peers
+(``hyco.testing``) and a faster WebSocket engine can replace aiohttp later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Message", "MessageKind", "Peer", "PeerGone", "Splice", "SpliceResult", "splice"]
+
+#: Close codes that must never be sent on the wire (RFC 6455 7.4.1); forwarded as 1000.
+_RESERVED_CLOSE_CODES = {0, 1005, 1006, 1015}
+GOING_AWAY = 1001
+
+
+class MessageKind(enum.Enum):
+    """What a peer delivered."""
+
+    TEXT = "text"
+    BINARY = "binary"
+    CLOSE = "close"
+    GONE = "gone"  # the peer vanished or broke the protocol; no Close frame to forward
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message from a peer. ``data`` is the raw payload (UTF-8 bytes for text)."""
+
+    kind: MessageKind
+    data: bytes = b""
+    code: int = 1000
+    reason: str = ""
+
+
+class PeerGone(Exception):
+    """Raised by :meth:`Peer.send` when the peer's socket can no longer be written."""
+
+
+class Peer(Protocol):
+    """One WebSocket end as the splice sees it."""
+
+    name: str
+
+    async def receive(self) -> Message:
+        """The next data message, a CLOSE, or GONE. Pings are answered below this seam."""
+        ...
+
+    async def send(self, message: Message) -> None:
+        """Send a TEXT or BINARY message; waits while the peer's buffer is full. Raises PeerGone."""
+        ...
+
+    async def send_close(self, code: int, reason: str) -> None:
+        """Send a Close frame without waiting for the answer. Raises PeerGone."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the transport. Idempotent."""
+        ...
+
+
+@dataclass(slots=True)
+class SpliceResult:
+    """How a splice ended, for the operator's log line."""
+
+    bytes_a_to_b: int = 0
+    bytes_b_to_a: int = 0
+    messages_a_to_b: int = 0
+    messages_b_to_a: int = 0
+    first_to_close: str = ""
+    close_code: int | None = None
+    vanished: str = ""
+
+
+class Splice:
+    """A running splice between peers ``a`` and ``b``; :meth:`run` drives it, :meth:`shutdown` ends it."""
+
+    def __init__(self, a: Peer, b: Peer, close_timeout: float) -> None:
+        self.a, self.b = a, b
+        self.close_timeout = close_timeout
+        self.close_sent: set[str] = set()
+        self.dead: set[str] = set()
+        self.result = SpliceResult()
+
+    async def _close(self, peer: Peer, code: int, reason: str) -> None:
+        if peer.name in self.close_sent or peer.name in self.dead:
+            return
+        self.close_sent.add(peer.name)
+        if code in _RESERVED_CLOSE_CODES:
+            code = 1000
+        try:
+            await peer.send_close(code, reason)
+        except PeerGone:
+            self.dead.add(peer.name)
+
+    async def pump(self, src: Peer, dst: Peer) -> None:
+        """Move messages from ``src`` to ``dst`` until ``src`` closes or vanishes."""
+        forward = src is self.a
+        while True:
+            message = await src.receive()
+            if message.kind is MessageKind.CLOSE:
+                if not self.result.first_to_close:
+                    self.result.first_to_close = src.name
+                    self.result.close_code = message.code
+                await self._close(dst, message.code, message.reason)
+                return
+            if message.kind is MessageKind.GONE:
+                self.dead.add(src.name)
+                if not self.result.vanished:
+                    self.result.vanished = src.name
+                await self._close(dst, GOING_AWAY, "The peer went away")
+                return
+            if dst.name in self.dead or dst.name in self.close_sent:
+                continue  # nobody may receive it any more; keep reading until src closes
+            try:
+                await dst.send(message)
+            except PeerGone:
+                self.dead.add(dst.name)
+                continue
+            if forward:
+                self.result.bytes_a_to_b += len(message.data)
+                self.result.messages_a_to_b += 1
+            else:
+                self.result.bytes_b_to_a += len(message.data)
+                self.result.messages_b_to_a += 1
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        """Ask both peers to close (relay shutdown); their answering Close frames end the pumps."""
+        await self._close(self.a, code, reason)
+        await self._close(self.b, code, reason)
+
+    async def run(self) -> SpliceResult:
+        """Pump both ways until both sides closed or one vanished; then drop both transports."""
+        up = asyncio.ensure_future(self.pump(self.a, self.b))
+        down = asyncio.ensure_future(self.pump(self.b, self.a))
+        try:
+            done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+            if pending and self.dead:
+                # One side vanished: the other was told to close and has close_timeout to answer.
+                # A clean half-close has no deadline: the other direction may stream for hours.
+                await asyncio.wait(pending, timeout=self.close_timeout)
+            elif pending:
+                await asyncio.wait(pending)
+            for task in done:
+                task.result()
+        finally:
+            for task in (up, down):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            self.a.abort()
+            self.b.abort()
+        return self.result
+
+
+async def splice(a: Peer, b: Peer, *, close_timeout: float = 10.0) -> SpliceResult:
+    """Relay messages between ``a`` and ``b`` until both have closed (or vanished), then drop both.
+
+    Args:
+        a: one end (the relay uses the sender).
+        b: the other end (the listener's rendezvous socket).
+        close_timeout: seconds the surviving side gets to answer a Close after its peer vanished.
+
+    Returns:
+        Byte and message counts each way, who closed first, and who vanished.
+    """
+    return await Splice(a, b, close_timeout).run()

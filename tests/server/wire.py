@@ -1,0 +1,85 @@
+"""Raw protocol peers for relay tests: plain aiohttp WebSockets speaking the wire format by hand.
+
+These deliberately avoid the hyco SDK so the relay is tested against the protocol itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from hyco.protocol.sas import create_token
+from tests.conftest import KEY, KEY_NAME, TIMEOUT
+
+
+def token_for(relay_url: str, path: str, key_name: str = KEY_NAME, key: str = KEY, ttl: int = 3600) -> str:
+    host = relay_url.split("://", 1)[1].split(":")[0]
+    return create_token(f"http://{host}/{path}/", key_name, key, int(time.time()) + ttl)
+
+
+def listen_url(relay_url: str, path: str, listener_id: str | None = None, query: str = "") -> str:
+    q = f"{query}&" if query else ""
+    lid = f"&sb-hc-id={listener_id}" if listener_id else ""
+    return f"{relay_url}/$hc/{path}?{q}sb-hc-action=listen{lid}"
+
+
+def connect_url(relay_url: str, path: str, query: str = "") -> str:
+    q = f"{query}&" if query else ""
+    return f"{relay_url}/$hc/{path}?{q}sb-hc-action=connect"
+
+
+class RawListener:
+    """A control channel opened by hand; ``accepts`` collects the commands the relay sends."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.session = session
+        self.ws = ws
+
+    @classmethod
+    async def open(
+        cls,
+        session: aiohttp.ClientSession,
+        relay_url: str,
+        path: str = "echo",
+        *,
+        token: str | None = None,
+        listener_id: str | None = None,
+        **kwargs: Any,
+    ) -> RawListener:
+        token = token if token is not None else token_for(relay_url, path)
+        ws = await session.ws_connect(
+            listen_url(relay_url, path, listener_id),
+            headers={"ServiceBusAuthorization": token},
+            timeout=aiohttp.ClientWSTimeout(ws_close=TIMEOUT),
+            **kwargs,
+        )
+        return cls(session, ws)
+
+    async def next_command(self) -> dict[str, Any]:
+        msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        data: dict[str, Any] = json.loads(msg.data)
+        return data
+
+    async def accept(self, *, protocols: tuple[str, ...] = ()) -> aiohttp.ClientWebSocketResponse:
+        command = (await self.next_command())["accept"]
+        return await self.session.ws_connect(command["address"], protocols=protocols, autoclose=False)
+
+
+async def send_connect(
+    session: aiohttp.ClientSession,
+    relay_url: str,
+    path: str = "echo",
+    *,
+    token: str | None = None,
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> aiohttp.ClientWebSocketResponse:
+    token = token if token is not None else token_for(relay_url, path)
+    all_headers = {"ServiceBusAuthorization": token, **(headers or {})}
+    return await session.ws_connect(connect_url(relay_url, path, query), headers=all_headers, **kwargs)
