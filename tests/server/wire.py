@@ -83,3 +83,33 @@ async def send_connect(
     token = token if token is not None else token_for(relay_url, path)
     all_headers = {"ServiceBusAuthorization": token, **(headers or {})}
     return await session.ws_connect(connect_url(relay_url, path, query), headers=all_headers, **kwargs)
+
+
+#: Reason phrases of the last response per URL, recorded by sessions from :func:`recording_session`
+#: (aiohttp's handshake error keeps the status but not the reason phrase the relay sent).
+REASONS: dict[str, str] = {}
+
+
+def recording_session() -> aiohttp.ClientSession:
+    async def on_end(session: Any, context: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        REASONS[str(params.url)] = params.response.reason or ""
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_end)
+    return aiohttp.ClientSession(trace_configs=[trace])
+
+
+class Refusal:
+    def __init__(self, exc: aiohttp.WSServerHandshakeError) -> None:
+        self.status = exc.status
+        self.message = REASONS.get(str(exc.request_info.url), "")
+
+
+async def handshake_error(coro: Any) -> Refusal:
+    """Await a WebSocket connect that must fail; returns its status and the relay's reason phrase."""
+    try:
+        ws = await asyncio.wait_for(coro, TIMEOUT)
+    except aiohttp.WSServerHandshakeError as exc:
+        return Refusal(exc)
+    await ws.close()
+    raise AssertionError("the handshake succeeded but was expected to fail")

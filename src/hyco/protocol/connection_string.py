@@ -23,6 +23,8 @@ _KEYS = {
 }
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?$")
 DEFAULT_OPERATION_TIMEOUT = 60.0
+#: TimeSpan ticks per second.
+_TICKS = 10_000_000
 
 
 def _parse_timespan(text: str) -> float:
@@ -34,18 +36,19 @@ def _parse_timespan(text: str) -> float:
         )
     days, hours, minutes, seconds, fraction = match.groups()
     total = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
-    return total + (float(f"0.{fraction}") if fraction else 0.0)
+    # Count in whole ticks (100 ns, as .NET does) and divide once, so parse and format round-trip exactly.
+    return (total * _TICKS + int((fraction or "").ljust(7, "0"))) / _TICKS
 
 
 def _format_timespan(seconds: float) -> str:
-    whole = int(seconds)
+    # Round to ticks first: rounding the fraction alone can carry into a whole second ('.10000000').
+    whole, fraction = divmod(round(seconds * _TICKS), _TICKS)
     days, rest = divmod(whole, 86400)
     text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
     if days:
         text = f"{days}.{text}"
-    fraction = seconds - whole
     if fraction:
-        text += f".{round(fraction * 10_000_000):07d}"
+        text += f".{fraction:07d}"
     return text
 
 

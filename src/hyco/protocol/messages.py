@@ -177,8 +177,9 @@ def _endpoint(obj: Mapping[str, Any], command: str) -> RemoteEndpoint | None:
 
 def _status_code(value: Any) -> int:
     # protocol.md 8, item 2: SDKs send a number, Azure accepts a numeric string too.
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    # ASCII digits only (isdigit() alone accepts '²', which int() refuses), and short: int() has a size limit.
+    if isinstance(value, str) and (text := value.strip()).isascii() and text.isdigit() and len(text) <= 15:
+        value = int(text)
     if not isinstance(value, int) or isinstance(value, bool) or not 100 <= value <= 999:
         raise RemoteProtocolError("response.statusCode must be an integer from 100 to 999")
     return value
@@ -193,7 +194,7 @@ def decode(text: str | bytes) -> Command:
     """
     try:
         data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting recurses
         raise RemoteProtocolError(f"control message is not valid JSON: {exc.__class__.__name__}") from None
     if not isinstance(data, dict) or len(data) != 1:
         raise RemoteProtocolError("control message must be a JSON object with exactly one command key")

@@ -126,7 +126,7 @@ def parse_token(text: str) -> SasToken:
     if missing:
         raise InvalidToken(f"the token has no {', '.join(missing)} field")
     expiry_text = unquote(fields["se"])
-    if not expiry_text.isdigit():
+    if not (expiry_text.isascii() and expiry_text.isdigit()):  # isdigit() alone accepts '²'; int() does not
         raise InvalidToken("the token's 'se' (expiry) is not an integer number of seconds")
     # sig/se/skn are percent-decoded without turning '+' into a space: a base64 '+' may be left raw.
     return SasToken(

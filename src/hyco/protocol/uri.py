@@ -65,8 +65,20 @@ def strip_sb_hc_params(raw_query: str) -> str:
     Returns:
         The remaining query without a leading ``?`` (may be empty).
     """
-    kept = [p for p in _split_pairs(raw_query) if not (p[:6].lower() == _SB_HC and "=" in p)]
-    return "&".join(kept)
+    return "&".join(p for p in _split_pairs(raw_query) if not _is_sb_hc_pair(p))
+
+
+def _is_small_int(text: str) -> bool:
+    # ASCII digits only (str.isdigit() also accepts '²', which int() refuses) and short enough that int()
+    # cannot hit the interpreter's 4300-digit conversion limit.
+    return text.isascii() and text.isdigit() and len(text) <= 15
+
+
+def _is_sb_hc_pair(pair: str) -> bool:
+    # The key is compared decoded, as query_params() reads it: a percent-encoded ``sb%2Dhc-token=...`` that
+    # the relay would take as the token must not be forwarded to the listener either.
+    key, sep, _ = pair.partition("=")
+    return bool(sep) and unquote_plus(key)[:6].lower() == _SB_HC
 
 
 def query_params(raw_query: str) -> dict[str, str]:
@@ -133,14 +145,18 @@ def parse_websocket_target(raw_path: str, raw_query: str) -> WebSocketTarget:
     ident = params.get("sb-hc-id")
     if ident is not None and len(ident) > MAX_ID_LENGTH:
         raise InvalidURI(raw_path, f"sb-hc-id is longer than {MAX_ID_LENGTH} characters")
-    # Node listeners reject with unprefixed names (protocol.md 8, item 8): accept both spellings.
-    status_text = params.get("sb-hc-statuscode", params.get("statuscode"))
-    description = params.get("sb-hc-statusdescription", params.get("statusdescription"))
     status_code: int | None = None
-    if status_text is not None:
-        if not status_text.isdigit() or not 100 <= int(status_text) <= 999:
-            raise InvalidURI(raw_path, "the reject status code must be an integer from 100 to 999")
-        status_code = int(status_text)
+    description: str | None = None
+    # A reject status only means something on an accept address (protocol.md 3.3); on other actions an
+    # unprefixed ``statusCode`` is the application's own query parameter.
+    if action is Action.ACCEPT:
+        # Node listeners reject with unprefixed names (protocol.md 8, item 8): accept both spellings.
+        status_text = params.get("sb-hc-statuscode", params.get("statuscode"))
+        description = params.get("sb-hc-statusdescription", params.get("statusdescription"))
+        if status_text is not None:
+            if not (_is_small_int(status_text) and 100 <= int(status_text) <= 999):
+                raise InvalidURI(raw_path, "the reject status code must be an integer from 100 to 999")
+            status_code = int(status_text)
     return WebSocketTarget(
         path=path,
         action=action,

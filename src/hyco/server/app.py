@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import re
+import socket
 import ssl
 import time
 import uuid
@@ -138,9 +139,10 @@ class Relay:
             backlog=1024,
         )
         await site.start()
+        # aiohttp has no public accessor for the bound socket; asyncio and uvloop servers both have .sockets
         server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self._bound = server.sockets[0].getsockname()[:2]
+        sockets: list[socket.socket] = list(getattr(server, "sockets", None) or ())
+        self._bound = sockets[0].getsockname()[:2]
         log.info("relay listening on %s", self.url)
 
     async def close(self) -> None:

@@ -304,7 +304,8 @@ def _parse_tls(table: Any, base: Path) -> TlsConfig:
     )
 
 
-def _check_public_url(url: str) -> str:
+def check_public_url(url: str) -> str:
+    """Validate a public URL (scheme and host, no path); returns it without a trailing slash."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
         raise InvalidConfig(
@@ -357,7 +358,7 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
     server = ServerConfig(
         host=host,
         port=port,
-        public_url=_check_public_url(public_url) if public_url else None,
+        public_url=check_public_url(public_url) if public_url else None,
         tls=_parse_tls(tls_table, base) if tls_table is not None else None,
         create_on_listen=bool(_get(server_table, "create_on_listen", bool, "server")),
         data_dir=base / data_dir if data_dir else base,

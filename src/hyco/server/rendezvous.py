@@ -70,7 +70,7 @@ class RendezvousTable:
 
     def open(self, tracking_id: str) -> PendingConnection:
         """Park a sender under a new, unguessable id."""
-        ident = f"{tracking_id}_{secrets.token_urlsafe(16)}"
+        ident = f"{tracking_id}_{secrets.token_hex(16)}"
         pending = PendingConnection(ident, tracking_id)
         self._pending[ident] = pending
         return pending
