@@ -575,7 +575,7 @@ async def test_slow_reader_slows_the_writer_instead_of_growing_memory(relay: Rel
 # --- load and shutdown -----------------------------------------------------------------------------
 
 
-async def test_storm_of_bad_attempts_does_not_disturb_others(relay: Relay, session):
+async def test_storm_of_bad_attempts_does_not_disturb_others(relay: Relay, session, caplog):
     listener = await RawListener.open(session, relay.url)
     bad_token = token_for(relay.url, "echo", key="wrong")
     statuses: list[int] = []
@@ -604,6 +604,10 @@ async def test_storm_of_bad_attempts_does_not_disturb_others(relay: Relay, sessi
     assert (await rendezvous.receive(TIMEOUT)).data == "through the storm"
     await asyncio.wait_for(storming, 6 * TIMEOUT)
     assert statuses == [401] * 1000
+    # The log says what happened without a line per attempt.
+    refusals = [r for r in caplog.records if r.getMessage().startswith("refused")]
+    assert 1 <= len(refusals) < 50
+    assert "InvalidSignature" in refusals[0].getMessage()
 
 
 async def test_shutdown_closes_control_channels_and_splices_with_1001(relay_factory, session):

@@ -46,6 +46,7 @@ from hyco.server.control import GOING_AWAY, ControlChannel
 from hyco.server.registry import HybridConnection, ListenerHandle, Registry
 from hyco.server.rendezvous import Arrival, PendingConnection, Rejection, RendezvousTable
 from hyco.server.splice import Splice, SpliceResult
+from hyco.server.throttle import Throttle
 from hyco.server.websocket import WebSocketPeer, new_websocket
 
 __all__ = ["Relay", "serve"]
@@ -99,6 +100,7 @@ class Relay:
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._bound: tuple[str, int] | None = None
+        self._refusals = Throttle(interval=1.0)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -207,16 +209,20 @@ class Relay:
         timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
         description = f"{exc.description} TrackingId:{tracking_id}, Timestamp:{timestamp}"
         remote = request.remote or "?"
-        level = logging.WARNING if exc.http_status in (401, 403) else logging.INFO
-        log.log(
-            level,
-            "refused %s %s from %s: %d %s",
-            request.method,
-            request.rel_url.raw_path[:200],
-            remote,
-            exc.http_status,
-            exc.description,
-        )
+        path = request.rel_url.raw_path[:200]
+        log_it, suppressed = self._refusals.check((remote, path, exc.http_status))
+        if log_it:
+            level = logging.WARNING if exc.http_status in (401, 403) else logging.INFO
+            log.log(
+                level,
+                "refused %s %s from %s: %d %s%s",
+                request.method,
+                path,
+                remote,
+                exc.http_status,
+                exc.description,
+                f" ({suppressed} more like it not logged)" if suppressed else "",
+            )
         body = json.dumps({"error": {"code": exc.http_status, "message": description}})
         return web.Response(
             status=exc.http_status,
