@@ -626,3 +626,70 @@ async def test_shutdown_closes_control_channels_and_splices_with_1001(relay_fact
         assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1001)
         await rendezvous.close()
         await asyncio.wait_for(closing, TIMEOUT)
+
+
+# --- public_url, logs, raw garbage ------------------------------------------------------------------
+
+
+async def test_rendezvous_addresses_use_public_url_and_its_host_is_a_valid_audience(relay_factory, session):
+    from hyco.server import ServerConfig
+
+    relay = await relay_factory(
+        server=ServerConfig(host="127.0.0.1", port=0, public_url="wss://relay.example:8443")
+    )
+    token = create_token("http://relay.example/echo/", KEY_NAME, KEY, int(time.time()) + 60)
+    listener = await RawListener.open(session, relay.url, token=token)
+    task = asyncio.ensure_future(send_connect(session, relay.url, "echo/x", token=token, query="q=1"))
+    address = (await listener.next_command())["accept"]["address"]
+    assert address.startswith("wss://relay.example:8443/$hc/echo/x?q=1&sb-hc-action=accept&sb-hc-id=")
+    # Reach the same node by its real address (a test has no DNS for relay.example).
+    local = address.replace("wss://relay.example:8443", relay.url)
+    await session.ws_connect(local)
+    await asyncio.wait_for(task, TIMEOUT)
+
+
+async def test_logs_never_contain_tokens_or_keys(relay: Relay, session, caplog):
+    caplog.set_level("DEBUG")
+    good = token_for(relay.url, "echo")
+    bad = token_for(relay.url, "echo", key="wrong")
+    await handshake_error(RawListener.open(session, relay.url, token=bad))
+    await handshake_error(RawListener.open(session, relay.url, token="SharedAccessSignature garbage"))
+    listener = await RawListener.open(session, relay.url, token=good)
+    await listener.ws.send_str(json.dumps({"renewToken": {"token": good}}))
+    await listener.ws.send_str(json.dumps({"renewToken": {"token": bad}}))
+    await listener.ws.receive(TIMEOUT)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "refused" in text
+    for secret in (KEY, good, bad, good.split("sig=")[1].split("&")[0], bad.split("sig=")[1].split("&")[0]):
+        assert secret not in text
+
+
+async def test_garbage_bytes_on_a_spliced_socket_close_it_and_tell_the_peer(relay: Relay, session):
+    import base64
+    import os
+
+    listener = await RawListener.open(session, relay.url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    token = token_for(relay.url, "echo")
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            "GET /$hc/echo?sb-hc-action=connect HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{relay.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"ServiceBusAuthorization: {token}\r\n\r\n"
+        ).encode()
+    )
+    address = (await listener.next_command())["accept"]["address"]
+    rendezvous = await session.ws_connect(address, autoclose=False)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101")
+    writer.write(b"\xff\xff\xff\xff garbage that is no WebSocket frame")  # reserved opcode, unmasked
+    msg = await rendezvous.receive(TIMEOUT)
+    assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1001)
+    writer.close()
+    # The relay still serves others.
+    task = asyncio.ensure_future(send_connect(session, relay.url))
+    address = (await listener.next_command())["accept"]["address"]
+    await session.ws_connect(address)
+    await asyncio.wait_for(task, TIMEOUT)
