@@ -98,6 +98,7 @@ def command(
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    explicit_dir = data_dir
     data_dir = data_dir or default_data_dir()
     try:
         created_path: Path | None = None
@@ -113,6 +114,8 @@ def command(
             server = dataclasses.replace(server, host=host, port=port)
         if public_url:
             server = dataclasses.replace(server, public_url=cfg.check_public_url(public_url))
+        if explicit_dir is not None:
+            server = dataclasses.replace(server, data_dir=explicit_dir)
         if self_signed:
             server = dataclasses.replace(server, tls=cfg.TlsConfig(self_signed=self_signed))
         config = dataclasses.replace(config, server=server)

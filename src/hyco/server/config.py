@@ -178,7 +178,9 @@ def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
     value = table.get(key)
     if value is None:
         return None
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+    if not isinstance(value, kind) or (
+        isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    ):
         name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise InvalidConfig(f"{where}.{key} must be a {name}, not {value!r}")
     return value
@@ -351,17 +353,18 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
     if not isinstance(server_table, dict):
         raise InvalidConfig("server must be a table")
     _check_keys(server_table, {"listen", "public_url", "tls", "create_on_listen", "data_dir"}, "server")
-    host, port = parse_host_port(_get(server_table, "listen", str, "server") or DEFAULT_LISTEN)
+    listen = _get(server_table, "listen", str, "server")
+    host, port = parse_host_port(DEFAULT_LISTEN if listen is None else listen)
     public_url = _get(server_table, "public_url", str, "server")
     tls_table = server_table.get("tls")
     data_dir = _get(server_table, "data_dir", str, "server")
     server = ServerConfig(
         host=host,
         port=port,
-        public_url=check_public_url(public_url) if public_url else None,
+        public_url=check_public_url(public_url) if public_url is not None else None,
         tls=_parse_tls(tls_table, base) if tls_table is not None else None,
         create_on_listen=bool(_get(server_table, "create_on_listen", bool, "server")),
-        data_dir=base / data_dir if data_dir else base,
+        data_dir=base / data_dir if data_dir is not None else base,
     )
     hcs_raw = data.get("hybrid_connections") or []
     if not isinstance(hcs_raw, list):
