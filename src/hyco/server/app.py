@@ -39,10 +39,12 @@ from hyco.protocol.uri import (
     WebSocketTarget,
     build_rendezvous_address,
     parse_websocket_target,
+    query_params,
 )
 from hyco.server.auth import authorize
 from hyco.server.config import RelayConfig
 from hyco.server.control import GOING_AWAY, ControlChannel
+from hyco.server.httpforward import HttpForwarder
 from hyco.server.registry import HybridConnection, ListenerHandle, Registry
 from hyco.server.rendezvous import Arrival, PendingConnection, Rejection, RendezvousTable
 from hyco.server.splice import Splice, SpliceResult
@@ -101,6 +103,7 @@ class Relay:
         self._closing = False
         self._bound: tuple[str, int] | None = None
         self._refusals = Throttle(interval=1.0)
+        self._http = HttpForwarder(lambda req, token, hc: self._authorize(req, token, hc, Right.SEND))
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -192,18 +195,21 @@ class Relay:
                     return await self._connect(request, target, tracking_id)
                 if target.action is Action.ACCEPT:
                     return await self._accept(request, target)
-                raise RelayError(
-                    "Bad request: sb-hc-action=request rendezvous is not served by this relay.",
-                    http_status=400,
-                )
-            hc, _ = self._registry.find(raw_path)
-            raise RelayError(
-                f"Relayed plain HTTP requests are not served by this relay yet (hybrid connection "
-                f"'{hc.path}' exists; connect with a WebSocket sender instead).",
-                http_status=501,
-            )
+                return await self._http.rendezvous(request, target.id)
+            return await self._forward(request, raw_path, tracking_id)
         except RelayError as exc:
             return self._error_response(request, exc, tracking_id)
+
+    async def _forward(self, request: web.Request, raw_path: str, tracking_id: str) -> web.StreamResponse:
+        hc, suffix = self._registry.find(raw_path)
+        ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
+        if ident and len(ident) <= 128:
+            tracking_id = ident.partition("_")[0]
+        allowed = _split_ids(request.headers.get(ALLOWED_LISTENERS))
+        disallowed = _split_ids(request.headers.get(DISALLOWED_LISTENERS))
+        return await self._http.forward(
+            request, hc, suffix, tracking_id, lambda: hc.candidates(allowed, disallowed)
+        )
 
     def _error_response(self, request: web.Request, exc: RelayError, tracking_id: str) -> web.Response:
         timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -239,6 +245,7 @@ class Relay:
             "listeners": listeners,
             "pending_connections": len(self._rendezvous),
             "active_connections": len(self._splices),
+            "http_requests_in_flight": len(self._http),
         }
         return web.json_response(body)
 
@@ -297,6 +304,8 @@ class Relay:
             token=token,
             renew=lambda text: self._authorize(request, text, hc, Right.LISTEN),
             token_grace=limits.token_grace,
+            on_response=self._http.on_control_response,
+            on_invalid_response=self._http.on_invalid_response,
         )
         hc.add_listener(channel, limits.max_listeners)  # reserve the slot before the first await
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ class ControlChannel:
         token: the token the channel was opened with.
         renew: validates a renewed token text; raises RelayError when it is not acceptable.
         token_grace: seconds past the token's expiry before the channel is closed.
+        on_response: takes a listener's ``response`` and its body; returns False for an unknown request.
+        on_invalid_response: takes a request id and what is wrong with its response; False if unknown.
     """
 
     def __init__(
@@ -51,6 +54,8 @@ class ControlChannel:
         token: SasToken,
         renew: Callable[[str], SasToken],
         token_grace: float,
+        on_response: Callable[[messages.Response, bytes | None], bool] = lambda r, b: False,
+        on_invalid_response: Callable[[str, str], bool] = lambda i, r: False,
     ) -> None:
         self.ws = ws
         self.path = path
@@ -60,6 +65,10 @@ class ControlChannel:
         self._renew = renew
         self._grace = token_grace
         self._send_lock = asyncio.Lock()
+        self._on_response = on_response
+        self._on_invalid_response = on_invalid_response
+        self._awaiting_body: messages.Response | None = None
+        self._skip_body = False
         self.close_reason = ""
 
     @property
@@ -86,6 +95,24 @@ class ControlChannel:
             except (ConnectionError, RuntimeError) as exc:
                 raise ConnectionLost("the listener's control channel broke") from exc
 
+    async def send_with_body(self, command: messages.Command, body: bytes | None) -> None:
+        """Send a command and, when ``body`` is not None, its body as the very next (binary) message.
+
+        The pair is written under the channel's lock so no other message can come between them (2.2).
+
+        Raises:
+            ConnectionLost: the channel is closed or the write failed.
+        """
+        async with self._send_lock:
+            if self.ws.closed:
+                raise ConnectionLost("the listener's control channel is closed")
+            try:
+                await self.ws.send_str(messages.encode(command))
+                if body is not None:
+                    await self.ws.send_bytes(body)
+            except (ConnectionError, RuntimeError) as exc:
+                raise ConnectionLost("the listener's control channel broke") from exc
+
     async def close(self, code: int, reason: str) -> None:
         """Close the channel with ``code`` (1001 on shutdown, 1008 for policy)."""
         self.close_reason = reason
@@ -103,20 +130,46 @@ class ControlChannel:
             await asyncio.sleep(delay)
 
     def _handle(self, text: str | bytes) -> None:
-        command = messages.decode(text)
+        if self._awaiting_body is not None:
+            raise RemoteProtocolError("a response with body:true must be followed by a binary message")
+        try:
+            command = messages.decode(text)
+        except RemoteProtocolError as exc:
+            if self._invalid_response(text, exc):
+                return
+            raise
         if isinstance(command, messages.RenewToken):
             self._expiry = self._renew(command.token).expiry
             log.debug("listener %s on %s: token renewed", self.listener_id, self.path)
         elif isinstance(command, messages.Response):
-            # Relayed HTTP is not served by this relay yet; a response can only be for an unknown request.
-            log.warning(
-                "listener %s on %s: response for unknown request %s ignored",
-                self.listener_id,
-                self.path,
-                command.request_id[:64],
-            )
+            if command.body:
+                self._awaiting_body = command
+            else:
+                self._deliver(command, None)
         else:
             raise RemoteProtocolError(f"listeners may not send {type(command).__name__.lower()} commands")
+
+    def _invalid_response(self, text: str | bytes, exc: RemoteProtocolError) -> bool:
+        """A malformed ``response`` fails only its own request, not the channel (other requests go on)."""
+        try:
+            body = json.loads(text)["response"]
+            request_id = body["requestId"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        if not isinstance(request_id, str) or not self._on_invalid_response(request_id, str(exc)):
+            return False
+        log.warning("listener %s on %s: invalid response: %s", self.listener_id, self.path, exc)
+        self._skip_body = body.get("body") is True
+        return True
+
+    def _deliver(self, response: messages.Response, body: bytes | None) -> None:
+        if not self._on_response(response, body):
+            log.warning(
+                "listener %s on %s: response for unknown or finished request %s ignored",
+                self.listener_id,
+                self.path,
+                response.request_id[:64],
+            )
 
     async def run(self) -> None:
         """Serve the channel until the listener or the relay closes it."""
@@ -141,12 +194,18 @@ class ControlChannel:
                         await self.close(POLICY_VIOLATION, exc.description)
                         return
                 elif msg.type is WSMsgType.BINARY:
-                    # Java/Node listeners may send a body after a response; nothing is owed one here.
-                    log.debug(
-                        "listener %s on %s: unexpected binary message ignored",
-                        self.listener_id,
-                        self.path,
-                    )
+                    if self._awaiting_body is not None:
+                        response, self._awaiting_body = self._awaiting_body, None
+                        self._deliver(response, msg.data)
+                    elif self._skip_body:
+                        self._skip_body = False
+                    else:
+                        # hyco-https sends a stray empty binary frame after a body:false 204 (protocol.md 10).
+                        log.debug(
+                            "listener %s on %s: unexpected binary message ignored",
+                            self.listener_id,
+                            self.path,
+                        )
                 else:  # CLOSE (answered by aiohttp), CLOSING, CLOSED, ERROR
                     if msg.type is WSMsgType.ERROR:
                         self.close_reason = f"error: {msg.data}"

@@ -36,6 +36,10 @@ class ListenerHandle(Protocol):
         """Send a command down the control channel; raises ConnectionLost when it is gone."""
         ...
 
+    async def send_with_body(self, command: Command, body: bytes | None) -> None:
+        """Send a command and its body as the next message, with nothing in between."""
+        ...
+
 
 @dataclass(eq=False)
 class HybridConnection:

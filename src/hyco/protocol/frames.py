@@ -1,0 +1,181 @@
+"""WebSocket frames, sans-I/O (RFC 6455 section 5), for streaming one message as many frames.
+
+aiohttp reassembles every incoming message and marks every frame it writes final (design.md, "Fragments").
+A relayed HTTP body must travel as **one** binary message of many frames with bounded memory (protocol.md
+2.2, 4.3), so the relay and the SDK stream bodies through this module instead:
+
+* :func:`encode_frame` builds one frame (masked when a ``mask`` key is given, as clients must);
+* :class:`FrameParser` is fed raw bytes and yields :class:`Frame` objects as they complete, unmasking with the
+  routine it is given (the I/O layer passes aiohttp's C implementation; the default is pure Python).
+
+Nothing here does I/O. Payload limits are per frame, so a message of any size streams through.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from hyco.exceptions import RemoteProtocolError
+
+__all__ = ["Frame", "FrameParser", "Opcode", "encode_close", "encode_frame", "parse_close"]
+
+
+class Opcode(enum.IntEnum):
+    """Frame opcodes (RFC 6455 5.2)."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+    @property
+    def is_control(self) -> bool:
+        """Close, ping and pong: never fragmented, at most 125 bytes of payload."""
+        return self >= Opcode.CLOSE
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame: ``fin`` marks the last frame of a message."""
+
+    opcode: Opcode
+    payload: bytes
+    fin: bool = True
+
+
+def mask_python(key: bytes, data: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte ``key`` repeated (RFC 6455 5.3), in pure Python (big-integer XOR)."""
+    if not data:
+        return b""
+    repeated = (key * (len(data) // 4 + 1))[: len(data)]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(len(data), "big")
+
+
+def encode_frame(
+    opcode: Opcode, payload: bytes = b"", *, fin: bool = True, mask: bytes | None = None
+) -> bytes:
+    """Serialize one frame.
+
+    Args:
+        opcode: the frame's opcode (CONTINUATION for the frames after the first of a message).
+        payload: the payload, unmasked.
+        fin: whether this frame ends its message.
+        mask: a 4-byte masking key (clients must mask; servers must not).
+    """
+    first = (0x80 if fin else 0) | int(opcode)
+    mask_bit = 0x80 if mask is not None else 0
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, mask_bit | length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", first, mask_bit | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, length)
+    if mask is None:
+        return header + payload
+    return header + mask + mask_python(mask, payload)
+
+
+def encode_close(code: int, reason: str = "") -> bytes:
+    """The payload of a Close frame: 2-byte code + UTF-8 reason, cut to fit 125 bytes."""
+    return struct.pack("!H", code) + reason.encode()[:123]
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    """Code and reason of a Close frame's payload (1005 when it carries no code)."""
+    if len(payload) < 2:
+        return 1005, ""
+    return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8", "replace")
+
+
+class FrameParser:
+    """Incremental frame parser.
+
+    Feed bytes with :meth:`feed`; it returns the frames completed so far. Continuation ordering is checked
+    (a new data frame inside an unfinished message, or a stray continuation, is an error).
+
+    Args:
+        max_frame_size: largest payload accepted in one frame.
+        expect_masked: True on a server (client frames must be masked), False on a client.
+        unmask: ``unmask(key, payload) -> bytes``; defaults to :func:`mask_python`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_frame_size: int,
+        expect_masked: bool,
+        unmask: Callable[[bytes, bytes], bytes] = mask_python,
+    ) -> None:
+        self._buffer = bytearray()
+        self._max = max_frame_size
+        self._expect_masked = expect_masked
+        self._unmask = unmask
+        self._in_message = False
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add received bytes; returns the frames they complete.
+
+        Raises:
+            RemoteProtocolError: reserved bits, unknown opcode, masking that breaks the rule for this side,
+                a frame over ``max_frame_size``, a fragmented or oversize control frame, or bad continuation.
+        """
+        self._buffer += data
+        return list(self._frames())
+
+    def _frames(self) -> Iterator[Frame]:
+        buf = self._buffer
+        while len(buf) >= 2:
+            first, second = buf[0], buf[1]
+            if first & 0x70:
+                raise RemoteProtocolError("frame uses reserved bits (no extension was negotiated)")
+            try:
+                opcode = Opcode(first & 0x0F)
+            except ValueError:
+                raise RemoteProtocolError(f"unknown frame opcode {first & 0x0F:#x}") from None
+            fin = bool(first & 0x80)
+            masked = bool(second & 0x80)
+            if masked != self._expect_masked:
+                raise RemoteProtocolError("frame masking is wrong for this side of the connection")
+            length = second & 0x7F
+            offset = 2
+            if length == 126:
+                if len(buf) < 4:
+                    return
+                length = struct.unpack_from("!H", buf, 2)[0]
+                offset = 4
+            elif length == 127:
+                if len(buf) < 10:
+                    return
+                length = struct.unpack_from("!Q", buf, 2)[0]
+                offset = 10
+            if opcode.is_control and (length > 125 or not fin):
+                raise RemoteProtocolError("control frames must be final and at most 125 bytes")
+            if length > self._max:
+                raise RemoteProtocolError(f"frame of {length} bytes exceeds the limit of {self._max}")
+            key_end = offset + (4 if masked else 0)
+            if len(buf) < key_end + length:
+                return
+            payload = bytes(buf[key_end : key_end + length])
+            if masked:
+                payload = self._unmask(bytes(buf[offset:key_end]), payload)
+            del buf[: key_end + length]
+            if not opcode.is_control:
+                if (opcode is Opcode.CONTINUATION) != self._in_message:
+                    raise RemoteProtocolError(
+                        "continuation frame outside a message"
+                        if opcode is Opcode.CONTINUATION
+                        else "new message started before the previous one ended"
+                    )
+                self._in_message = not fin
+            yield Frame(opcode, payload, fin)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame."""
+        return len(self._buffer)

@@ -1,0 +1,336 @@
+"""Relayed plain HTTP (protocol.md 4): a sender's request goes to a listener, its response comes back.
+
+Theory of operation:
+
+* Every request gets an :class:`Exchange` with an unguessable id, which is both the ``request.id`` the
+  listener echoes as ``requestId`` and the ``sb-hc-id`` of the request rendezvous address.
+* A request whose body length is known and <= 64 KiB and whose headers are <= 32 KB goes **inline** on the
+  control channel: ``request`` JSON, then one binary message (4.2). Anything else (larger, chunked) sends a
+  **stub** (``{"request":{"address":...,"id":...}}``, 2.4) and waits for the listener to dial the address;
+  the full request and its body, streamed frame by frame, then go over that socket (4.3).
+* The ``response`` comes back on the control channel (JSON + one binary message) or on the rendezvous socket,
+  which the listener may dial on its own for a large response even when the request came inline (hyco-https
+  does). A rendezvous response body streams to the sender frame by frame: memory stays bounded for any size.
+* Deadlines: the response must start within the hybrid connection's ``request_timeout`` (504 otherwise), and a
+  streamed body may not stall longer than that. A sender that hangs up cancels the exchange: the rendezvous
+  socket is closed, which tells the listener to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from aiohttp import web
+
+from hyco.exceptions import ConnectionLost, EndpointNotFound, RelayError, RemoteProtocolError
+from hyco.protocol import messages
+from hyco.protocol.uri import Action, build_rendezvous_address, query_params, strip_sb_hc_params
+from hyco.server.registry import HybridConnection, ListenerHandle
+from hyco.server.streamws import StreamingWebSocket
+
+__all__ = ["Exchange", "HttpForwarder", "ResponseStart"]
+
+log = logging.getLogger("hyco.relay")
+
+#: protocol.md 4.1: inline only when the body is at most 64 KiB and the headers at most 32 KB.
+MAX_INLINE_BODY = 65536
+MAX_INLINE_HEADERS = 32 * 1024
+#: Connection-level headers never forwarded (RFC 7230 6.1, protocol.md 4.1), plus the token carriers.
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+    "servicebusauthorization",
+}
+#: Response headers the relay sets itself.
+RESPONSE_SKIP = HOP_BY_HOP | {"date", "server"}
+READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStart:
+    """A listener's response: the command and its body (whole bytes, a stream, or nothing)."""
+
+    command: messages.Response
+    body: bytes | AsyncIterator[bytes] | None
+
+
+@dataclass(eq=False)
+class Exchange:
+    """One relayed HTTP request in flight."""
+
+    id: str
+    tracking_id: str
+    path: str
+    request: messages.Request | None = None
+    request_delivered: bool = False
+    response: asyncio.Future[ResponseStart] = field(default_factory=asyncio.Future)
+    rendezvous: asyncio.Future[StreamingWebSocket] = field(default_factory=asyncio.Future)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    body_source: AsyncIterator[bytes] | None = None
+
+    def fail(self, exc: Exception) -> None:
+        """Fail the exchange if it is still waiting for a response."""
+        if not self.response.done():
+            self.response.set_exception(exc)
+
+
+def _join_headers(pairs: list[tuple[str, str]], skip: set[str]) -> dict[str, str]:
+    # Dictionaries on the wire are flat and repeated headers are comma-joined (protocol.md 2.2).
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        if name.lower() in skip:
+            continue
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
+
+
+class HttpForwarder:
+    """Forwards plain HTTP requests to listeners and relays their responses.
+
+    Args:
+        authorize_send: checks the sender's token for an entity (raises RelayError).
+        base_url_for: the rendezvous base URL of a listener.
+    """
+
+    def __init__(self, authorize_send: Callable[[web.Request, str | None, HybridConnection], object]) -> None:
+        self._authorize_send = authorize_send
+        self._exchanges: dict[str, Exchange] = {}
+
+    def __len__(self) -> int:
+        return len(self._exchanges)
+
+    # --- responses arriving on a control channel ---
+
+    def on_control_response(self, response: messages.Response, body: bytes | None) -> bool:
+        """Deliver a response that came on a control channel; False if no request has that id."""
+        exchange = self._exchanges.get(response.request_id)
+        if exchange is None or exchange.response.done():
+            return False
+        exchange.response.set_result(ResponseStart(response, body))
+        return True
+
+    def on_invalid_response(self, request_id: str, reason: str) -> bool:
+        """A listener answered ``request_id`` with a malformed response: the sender gets 502."""
+        exchange = self._exchanges.get(request_id)
+        if exchange is None:
+            return False
+        exchange.fail(RelayError(f"The listener sent an invalid response: {reason}.", http_status=502))
+        return True
+
+    # --- the sender's request ---
+
+    async def forward(
+        self,
+        request: web.Request,
+        hc: HybridConnection,
+        suffix: str,
+        tracking_id: str,
+        candidates: Callable[[], list[ListenerHandle]],
+    ) -> web.StreamResponse:
+        """Relay ``request`` to a listener of ``hc`` and stream its response back.
+
+        Raises:
+            RelayError: 401/403 (token), 404 (AllowedListeners), 502 (no listener, invalid response), 504.
+        """
+        if request.method == "CONNECT":
+            raise RelayError("CONNECT requests cannot be relayed.", http_status=405)
+        raw_query = request.rel_url.raw_query_string
+        token_used, token = self._token(request, raw_query, hc)
+        if hc.config.requires_client_authorization:
+            self._authorize_send(request, token, hc)
+        try:
+            listeners = candidates()
+        except EndpointNotFound as exc:
+            if "no listeners" in exc.description:
+                # protocol.md 4.6 [INF]: 502 for "nobody to route to" (404 stays "no such entity").
+                raise RelayError(exc.description, http_status=502) from None
+            raise
+        started = time.monotonic()
+        exchange = Exchange(f"{tracking_id}_{secrets.token_hex(16)}", tracking_id, hc.path)
+        self._exchanges[exchange.id] = exchange
+        try:
+            return await self._exchange(
+                request, hc, suffix, raw_query, token_used, listeners, exchange, started
+            )
+        finally:
+            self._exchanges.pop(exchange.id, None)
+            exchange.finished.set()
+            exchange.fail(ConnectionLost("the exchange ended"))
+            if exchange.response.done() and not exchange.response.cancelled():
+                exchange.response.exception()  # mark retrieved
+
+    def _token(
+        self, request: web.Request, raw_query: str, hc: HybridConnection
+    ) -> tuple[set[str], str | None]:
+        # protocol.md 4.1 step 2: sb-hc-token and ServiceBusAuthorization are always stripped; Authorization
+        # only when it is the token that was used.
+        used: set[str] = set()
+        token = request.headers.get("ServiceBusAuthorization") or query_params(raw_query).get("sb-hc-token")
+        if token is None and hc.config.requires_client_authorization:
+            token = request.headers.get("Authorization")
+            if token is not None:
+                used.add("authorization")
+        return used, token
+
+    async def _exchange(
+        self,
+        request: web.Request,
+        hc: HybridConnection,
+        suffix: str,
+        raw_query: str,
+        token_used: set[str],
+        listeners: list[ListenerHandle],
+        exchange: Exchange,
+        started: float,
+    ) -> web.StreamResponse:
+        timeout = hc.config.request_timeout
+        app_query = strip_sb_hc_params(raw_query)
+        headers = _join_headers(list(request.headers.items()), HOP_BY_HOP | token_used)
+        host = request.host
+        headers["Via"] = f"{headers['Via']}, 1.1 {host}" if "Via" in headers else f"1.1 {host}"
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        length = request.content_length
+        has_body = request.body_exists
+        header_size = sum(len(k) + len(v) + 4 for k, v in headers.items())
+        inline = (not has_body or (length is not None and length <= MAX_INLINE_BODY)) and (
+            header_size <= MAX_INLINE_HEADERS
+        )
+        target = request.rel_url.raw_path + (f"?{app_query}" if app_query else "")
+        for channel in listeners:
+            address = build_rendezvous_address(
+                channel.base_url, hc.path + suffix, app_query, Action.REQUEST, exchange.id
+            )
+            exchange.request = messages.Request(
+                address=address,
+                id=exchange.id,
+                request_target=target,
+                method=request.method,
+                remote_endpoint=messages.RemoteEndpoint(str(peer[0]), int(peer[1])) if peer else None,
+                request_headers=headers,
+                body=has_body,
+            )
+            try:
+                if inline:
+                    body = await request.read() if has_body else None
+                    await channel.send_with_body(exchange.request, body)
+                    exchange.request_delivered = True
+                else:
+                    exchange.body_source = request.content.iter_chunked(READ_CHUNK) if has_body else None
+                    await channel.send(messages.Request(address=address, id=exchange.id))
+                break
+            except ConnectionLost:
+                continue
+        else:
+            raise RelayError("There are no listeners connected for the endpoint.", http_status=502)
+        try:
+            start = await asyncio.wait_for(asyncio.shield(exchange.response), timeout)
+        except TimeoutError:
+            raise RelayError(
+                "The request was routed to the listener but the listener did not respond in the required "
+                f"time ({timeout:g} s).",
+                http_status=504,
+            ) from None
+        except ConnectionLost:
+            raise RelayError("The listener went away before it answered.", http_status=502) from None
+        response = await self._respond(request, start, timeout, host)
+        log.info(
+            "http %s %s -> %d in %.0f ms (tracking=%s, %s)",
+            request.method,
+            request.rel_url.raw_path[:200],
+            start.command.status_code,
+            (time.monotonic() - started) * 1000,
+            exchange.tracking_id,
+            "inline" if inline else "rendezvous",
+        )
+        return response
+
+    async def _respond(
+        self, request: web.Request, start: ResponseStart, timeout: float, host: str
+    ) -> web.StreamResponse:
+        command = start.command
+        reason = command.status_description
+        if not reason:
+            try:
+                reason = HTTPStatus(command.status_code).phrase
+            except ValueError:
+                reason = "Status"
+        headers = _join_headers(list((command.response_headers or {}).items()), RESPONSE_SKIP)
+        headers["Via"] = f"{headers['Via']}, 1.1 {host}" if "Via" in headers else f"1.1 {host}"
+        body = start.body
+        if body is None or isinstance(body, bytes):
+            data = body or b""
+            if 100 <= command.status_code < 200 or command.status_code in (204, 304):
+                data = b""
+            return web.Response(status=command.status_code, reason=reason, headers=headers, body=data)
+        response = web.StreamResponse(status=command.status_code, reason=reason, headers=headers)
+        await response.prepare(request)
+        iterator = body.__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(iterator.__anext__(), timeout)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                log.warning("http response body stalled for %g s; aborting", timeout)
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    # --- the listener's request rendezvous (protocol.md 4.3) ---
+
+    async def rendezvous(self, request: web.Request, ident: str | None) -> web.StreamResponse:
+        """Serve a listener's dial of a request rendezvous address.
+
+        Raises:
+            RelayError: 403 when the address is unknown, used, or its request already ended.
+        """
+        exchange = self._exchanges.get(ident or "")
+        if exchange is None or exchange.rendezvous.done() or exchange.finished.is_set():
+            raise RelayError(
+                "The request rendezvous address is unknown, was already used, or its request ended.",
+                http_status=403,
+            )
+        ws = StreamingWebSocket()
+        response = await ws.prepare(request)
+        exchange.rendezvous.set_result(ws)
+        try:
+            if not exchange.request_delivered:
+                assert exchange.request is not None
+                await ws.send_text(messages.encode(exchange.request))
+                exchange.request_delivered = True
+                if exchange.body_source is not None:
+                    await ws.send_binary_stream(exchange.body_source)
+            command = messages.decode(await ws.receive_text())
+            if not isinstance(command, messages.Response) or command.request_id != exchange.id:
+                raise RemoteProtocolError("expected the response to this request on its rendezvous")
+            body = ws.receive_binary_stream() if command.body else None
+            if not exchange.response.done():
+                exchange.response.set_result(ResponseStart(command, body))
+            await exchange.finished.wait()
+            await ws.close(1000, "Normal Closure")
+        except (ConnectionLost, RemoteProtocolError, ConnectionError) as exc:
+            # The sender hung up mid-upload, or the listener broke the exchange: cancel at both ends.
+            exchange.fail(RelayError(f"The listener's rendezvous failed: {exc}.", http_status=502))
+            await ws.close(1001, "The request was cancelled.")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(exchange.finished.wait(), 1)
+        return response
