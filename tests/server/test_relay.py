@@ -693,3 +693,28 @@ async def test_garbage_bytes_on_a_spliced_socket_close_it_and_tell_the_peer(rela
     address = (await listener.next_command())["accept"]["address"]
     await session.ws_connect(address)
     await asyncio.wait_for(task, TIMEOUT)
+
+
+async def test_pings_are_answered_and_silent_listeners_are_dropped(relay_factory, session):
+    relay = await relay_factory(limits=Limits(ping_interval=0.2))
+    alive = await RawListener.open(session, relay.url)
+    commands: asyncio.Queue = asyncio.Queue()
+
+    async def read_alive() -> None:  # aiohttp answers pings while the application reads
+        async for msg in alive.ws:
+            commands.put_nowait(json.loads(msg.data))
+
+    reader = asyncio.ensure_future(read_alive())
+    await alive.ws.ping(b"are you there")
+    silent = await RawListener.open(session, relay.url, autoping=False)
+    while True:
+        msg = await silent.ws.receive(TIMEOUT)
+        if msg.type is not WSMsgType.PING:
+            break
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+    # The listener that answers pings is still there and still routed to.
+    task = asyncio.ensure_future(send_connect(session, relay.url))
+    command = await asyncio.wait_for(commands.get(), TIMEOUT)
+    await session.ws_connect(command["accept"]["address"])
+    await asyncio.wait_for(task, TIMEOUT)
+    reader.cancel()
