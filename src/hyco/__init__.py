@@ -1,5 +1,14 @@
 """hyco: a self-hostable Azure Relay Hybrid Connections relay, its Python SDK, and tunnel tools."""
 
+from hyco.client import (
+    AcceptContext,
+    HybridConnectionClient,
+    HybridConnectionListener,
+    HybridConnectionStream,
+    ListenerState,
+    SecurityToken,
+    TokenProvider,
+)
 from hyco.exceptions import (
     AuthorizationFailed,
     ConnectionLost,
@@ -19,23 +28,30 @@ from hyco.exceptions import (
     RelayTimeout,
     RemoteProtocolError,
     ServerBusy,
+    StreamBroken,
+    StreamClosed,
 )
 from hyco.protocol import RelayConnectionString
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcceptContext",
     "AuthorizationFailed",
     "ConnectionLost",
     "ConnectionRejected",
     "EndpointNotFound",
     "Forbidden",
+    "HybridConnectionClient",
+    "HybridConnectionListener",
+    "HybridConnectionStream",
     "HycoError",
     "InvalidConfig",
     "InvalidConnectionString",
     "InvalidInput",
     "InvalidToken",
     "InvalidURI",
+    "ListenerState",
     "LocalProtocolError",
     "ProtocolError",
     "QuotaExceeded",
@@ -43,5 +59,9 @@ __all__ = [
     "RelayError",
     "RelayTimeout",
     "RemoteProtocolError",
+    "SecurityToken",
     "ServerBusy",
+    "StreamBroken",
+    "StreamClosed",
+    "TokenProvider",
 ]

@@ -498,7 +498,7 @@ async def test_half_close_keeps_the_other_direction_flowing(relay: Relay, sessio
     assert (await sender.receive(TIMEOUT)).type is WSMsgType.CLOSE
 
 
-async def test_listener_vanishing_mid_splice_closes_sender_1001(relay: Relay, session):
+async def test_listener_vanishing_mid_splice_closes_sender_1011(relay: Relay, session):
     async with aiohttp.ClientSession() as doomed:
         listener = await RawListener.open(doomed, relay.url)
         task = asyncio.ensure_future(send_connect(session, relay.url))
@@ -508,10 +508,10 @@ async def test_listener_vanishing_mid_splice_closes_sender_1001(relay: Relay, se
         rendezvous._response.connection.transport.abort()  # no Close frame: the peer just vanishes
     msg = await sender.receive(TIMEOUT)
     assert msg.type is WSMsgType.CLOSE
-    assert msg.data == 1001
+    assert msg.data == 1011
 
 
-async def test_sender_vanishing_mid_splice_closes_listener_1001(relay: Relay, session):
+async def test_sender_vanishing_mid_splice_closes_listener_1011(relay: Relay, session):
     listener = await RawListener.open(session, relay.url)
     async with aiohttp.ClientSession() as doomed:
         task = asyncio.ensure_future(send_connect(doomed, relay.url))
@@ -520,7 +520,7 @@ async def test_sender_vanishing_mid_splice_closes_listener_1001(relay: Relay, se
         sender = await asyncio.wait_for(task, TIMEOUT)
         sender._response.connection.transport.abort()
     msg = await rendezvous.receive(TIMEOUT)
-    assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1001)
+    assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1011)
 
 
 async def test_oversize_message_in_splice_is_refused_1009_and_peer_told(relay_factory, session):
@@ -530,7 +530,7 @@ async def test_oversize_message_in_splice_is_refused_1009_and_peer_told(relay_fa
     msg = await sender.receive(TIMEOUT)
     assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1009)
     msg = await rendezvous.receive(TIMEOUT)
-    assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1001)
+    assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1011)
 
 
 async def test_subprotocol_chosen_by_listener_reaches_sender(relay: Relay, session):
@@ -686,7 +686,7 @@ async def test_garbage_bytes_on_a_spliced_socket_close_it_and_tell_the_peer(rela
     assert head.startswith(b"HTTP/1.1 101")
     writer.write(b"\xff\xff\xff\xff garbage that is no WebSocket frame")  # reserved opcode, unmasked
     msg = await rendezvous.receive(TIMEOUT)
-    assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1001)
+    assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1011)
     writer.close()
     # The relay still serves others.
     task = asyncio.ensure_future(send_connect(session, relay.url))

@@ -56,12 +56,12 @@ async def test_half_close_forwards_close_and_keeps_other_direction():
     assert (result.first_to_close, result.close_code, result.vanished) == ("a", 1000, "")
 
 
-async def test_vanished_peer_gets_the_other_a_1001_and_a_deadline():
+async def test_vanished_peer_gets_the_other_a_1011_and_a_deadline():
     a, b = memory_peer("a"), memory_peer("b")
     _, task = start(a, b, close_timeout=0.05)
     a.remote_vanish()
     close = await b.remote_receive()
-    assert (close.kind, close.code) == (MessageKind.CLOSE, 1001)
+    assert (close.kind, close.code) == (MessageKind.CLOSE, 1011)
     # b never answers: the splice still ends by itself and drops both transports.
     result = await asyncio.wait_for(task, TIMEOUT)
     assert result.vanished == "a"

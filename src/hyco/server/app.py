@@ -100,6 +100,7 @@ class Relay:
         self._channels: set[ControlChannel] = set()
         self._splices: dict[asyncio.Task[SpliceResult], Splice] = {}
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._closing = False
         self._bound: tuple[str, int] | None = None
         self._refusals = Throttle(interval=1.0)
@@ -144,6 +145,7 @@ class Relay:
             backlog=1024,
         )
         await site.start()
+        self._site = site
         # aiohttp has no public accessor for the bound socket; asyncio and uvloop servers both have .sockets
         server = site._server
         sockets: list[socket.socket] = list(getattr(server, "sockets", None) or ())
@@ -155,17 +157,26 @@ class Relay:
         if self._closing:
             return
         self._closing = True
-        for channel in list(self._channels):
-            await channel.close(GOING_AWAY, "The relay is shutting down.")
-        for splice in list(self._splices.values()):
-            await splice.shutdown(GOING_AWAY, "The relay is shutting down.")
-        if self._splices:
-            await asyncio.wait(list(self._splices), timeout=self.config.limits.shutdown_timeout)
-        for task in list(self._splices):
-            task.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        log.info("relay stopped")
+        timeout = self.config.limits.shutdown_timeout
+        try:
+            if self._site is not None:
+                # Stop listening first; connections the kernel already handed over still get registered
+                # (and are closed by the runner's cleanup below) while the channels close.
+                await self._site.stop()
+            goodbye = "The relay is shutting down."
+            closing = [channel.close(GOING_AWAY, goodbye) for channel in list(self._channels)]
+            closing += [splice.shutdown(GOING_AWAY, goodbye) for splice in list(self._splices.values())]
+            if closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout)
+            if self._splices:
+                await asyncio.wait(list(self._splices), timeout=timeout)
+            for task in list(self._splices):
+                task.cancel()
+        finally:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            log.info("relay stopped")
 
     # --- front door ----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ Theory of operation:
   keeps flowing until that side closes too. The relay never echoes a Close on its own: the peer's Close is the
   echo. Only when both directions have seen a Close (or a peer vanished) are the transports dropped.
 * A peer that vanishes (no Close frame, a broken socket, an oversize or malformed frame) gets the other side a
-  Close 1001 ``The peer went away``; that side then has ``close_timeout`` seconds to answer before it is cut.
+  Close 1011 ``The peer went away``; that side then has ``close_timeout`` seconds to answer before it is cut.
 
 The splice talks to a narrow :class:`Peer` seam, not to aiohttp, so it can be tested with in-memory peers
 (``hyco.testing``) and a faster WebSocket engine can replace aiohttp later.
@@ -27,6 +27,9 @@ __all__ = ["Message", "MessageKind", "Peer", "PeerGone", "Splice", "SpliceResult
 #: Close codes that must never be sent on the wire (RFC 6455 7.4.1); forwarded as 1000.
 _RESERVED_CLOSE_CODES = {0, 1005, 1006, 1015}
 GOING_AWAY = 1001
+#: A vanished peer is an error for the survivor (protocol.md 3.5: 1001 would read as a clean close by the
+#: sender on the listener's side, hiding a truncated upload).
+INTERNAL_ERROR = 1011
 
 
 class MessageKind(enum.Enum):
@@ -123,7 +126,7 @@ class Splice:
                 self.dead.add(src.name)
                 if not self.result.vanished:
                     self.result.vanished = src.name
-                await self._close(dst, GOING_AWAY, "The peer went away")
+                await self._close(dst, INTERNAL_ERROR, "The peer went away")
                 return
             if dst.name in self.dead or dst.name in self.close_sent:
                 continue  # nobody may receive it any more; keep reading until src closes

@@ -1,0 +1,123 @@
+"""``hyco send``: connect to a hybrid connection and pipe stdin/stdout through it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from typing import BinaryIO
+
+import click
+
+from hyco.cli.token import credential_options, make_token_provider, ssl_setting, tls_options
+from hyco.client.sender import HybridConnectionClient
+from hyco.client.stream import HybridConnectionStream
+from hyco.exceptions import ConnectionRejected, HycoError
+
+__all__ = ["command", "pipe_stream"]
+
+_CHUNK = 65536
+
+
+def _stdin_chunks(source: BinaryIO, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:
+    # A daemon thread reads the blocking input, so an unfinished read never keeps the process alive.
+    queue: asyncio.Queue[bytes] = asyncio.Queue(4)
+
+    def pump() -> None:
+        read = getattr(source, "read1", source.read)
+        while True:
+            try:
+                data = read(_CHUNK)
+            except (OSError, ValueError):
+                data = b""
+            asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
+            if not data:
+                return
+
+    threading.Thread(target=pump, name="hyco-stdin", daemon=True).start()
+    return queue
+
+
+async def pipe_stream(stream: HybridConnectionStream, source: BinaryIO, sink: BinaryIO) -> None:
+    """Copy ``source`` → stream and stream → ``sink``; return when both directions ended.
+
+    The end of ``source`` half-closes the stream (``shutdown()``); the peer's end of data stops the copy to
+    ``sink``. Like ``nc``, it waits for both, so nothing read from ``source`` is lost.
+    """
+    chunks = _stdin_chunks(source, asyncio.get_running_loop())
+
+    async def upload() -> None:
+        while data := await chunks.get():
+            await stream.write(data)
+        await stream.shutdown()
+
+    uploader = asyncio.create_task(upload())
+    try:
+        while data := await stream.read():
+            sink.write(data)
+            sink.flush()
+        await uploader
+    finally:
+        if not uploader.done():
+            uploader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, HycoError):
+            await uploader
+
+
+@click.command(name="send")
+@credential_options
+@tls_options
+@click.option("-H", "--header", "headers", multiple=True, metavar="NAME:VALUE", help="Extra upgrade header.")
+@click.option("--subprotocol", "subprotocols", multiple=True, help="Offer a WebSocket sub-protocol.")
+@click.option("--connect-timeout", type=float, default=None, help="Seconds to wait for a listener (70).")
+@click.option("--proxy", help="HTTP proxy URL, e.g. http://proxy:3128 (CONNECT for TLS).")
+def command(
+    address: str,
+    path: str | None,
+    key_name: str,
+    key: str | None,
+    sas: str | None,
+    ca_file: str | None,
+    insecure: bool,
+    headers: tuple[str, ...],
+    subprotocols: tuple[str, ...],
+    connect_timeout: float | None,
+    proxy: str | None,
+) -> None:
+    """Connect to ADDRESS and pipe stdin to the listener and its answer to stdout.
+
+    ADDRESS is sb://host[:port]/path (TLS), ws://host:port/path (plain), or a connection string.
+    Exit status: 0 done, 1 error, 2 usage, 3 rejected by the listener.
+    """
+    extra: dict[str, str] = {}
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise click.UsageError(f"--header {header!r} is not NAME:VALUE")
+        extra[name.strip()] = value.strip()
+    try:
+        client = HybridConnectionClient(
+            address,
+            make_token_provider(key_name, key, sas),
+            path=path,
+            ssl=ssl_setting(ca_file, insecure),
+            connect_timeout=connect_timeout,
+            proxy=proxy,
+        )
+        asyncio.run(_send(client, extra, subprotocols))
+    except ConnectionRejected as exc:
+        click.echo(
+            f"Error: the listener rejected the connection: {exc.http_status} {exc.description}", err=True
+        )
+        sys.exit(3)
+    except HycoError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _send(
+    client: HybridConnectionClient, headers: dict[str, str], subprotocols: tuple[str, ...]
+) -> None:
+    stream = await client.connect(headers, subprotocols)
+    async with stream:
+        await pipe_stream(stream, sys.stdin.buffer, sys.stdout.buffer)

@@ -1,0 +1,26 @@
+"""The hyco SDK: asyncio listener and sender for Azure Relay Hybrid Connections.
+
+The blocking twins with the same names live in :mod:`hyco.sync`.
+"""
+
+from hyco.client.credentials import SecurityToken, TokenProvider, normalize_audience
+from hyco.client.listener import (
+    AcceptContext,
+    AcceptHandler,
+    HybridConnectionListener,
+    ListenerState,
+)
+from hyco.client.sender import HybridConnectionClient
+from hyco.client.stream import HybridConnectionStream
+
+__all__ = [
+    "AcceptContext",
+    "AcceptHandler",
+    "HybridConnectionClient",
+    "HybridConnectionListener",
+    "HybridConnectionStream",
+    "ListenerState",
+    "SecurityToken",
+    "TokenProvider",
+    "normalize_audience",
+]

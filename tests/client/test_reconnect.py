@@ -1,0 +1,238 @@
+"""Listener lifecycle against a real relay: reconnects, close codes, token renewal, stop on 404."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import pytest
+
+from hyco import (
+    ConnectionLost,
+    EndpointNotFound,
+    HybridConnectionClient,
+    HybridConnectionListener,
+    ListenerState,
+    RelayTimeout,
+    TokenProvider,
+)
+from hyco.protocol.sas import create_token
+from hyco.server import Limits, Relay, ServerConfig, serve
+from tests.client.conftest import address
+from tests.conftest import KEY, KEY_NAME, TIMEOUT, test_config
+
+FAST = (0.0, 0.02 * TIMEOUT)  # reconnect delays for tests: the real table is covered by a unit test
+
+
+class StateLog:
+    """Records listener callbacks and lets a test wait for the n-th time a state was reached."""
+
+    def __init__(self) -> None:
+        self.states: list[ListenerState] = []
+        self.errors: list[BaseException | None] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, listener: HybridConnectionListener) -> None:
+        self.states.append(listener.state)
+        self.errors.append(listener.last_error)
+        self._changed.set()
+
+    def count(self, state: ListenerState) -> int:
+        return self.states.count(state)
+
+    async def wait_for(self, state: ListenerState, times: int = 1) -> None:
+        async with asyncio.timeout(TIMEOUT):
+            while self.count(state) < times:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def make_listener(addr: str, tp: TokenProvider, log: StateLog, **kwargs: object) -> HybridConnectionListener:
+    return HybridConnectionListener(
+        addr,
+        tp,
+        reconnect_delays=FAST,
+        on_connecting=log,
+        on_online=log,
+        on_offline=log,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def roundtrip(addr: str, tp: TokenProvider, listener: HybridConnectionListener) -> None:
+    sender = await HybridConnectionClient(addr, tp).connect()
+    receiver = await listener.accept()
+    assert receiver is not None
+    await sender.write(b"ok")
+    assert await receiver.read() == b"ok"
+    await asyncio.gather(sender.close(), receiver.close())
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (1011, "NameRenewalFailed: the listener connection is being recycled"),
+        (1008, "ExpiredToken"),
+        (1001, "Going away"),
+        (1000, "bye"),
+    ],
+)
+async def test_reconnects_after_every_close_code(
+    relay: Relay, tp: TokenProvider, code: int, reason: str
+) -> None:
+    log = StateLog()
+    async with make_listener(address(relay), tp, log) as listener:
+        await log.wait_for(ListenerState.ONLINE)
+        (channel,) = list(relay._channels)
+        await channel.close(code, reason)
+        await log.wait_for(ListenerState.OFFLINE)
+        error = log.errors[log.states.index(ListenerState.OFFLINE)]
+        assert isinstance(error, ConnectionLost)
+        assert error.close_code == code
+        await log.wait_for(ListenerState.ONLINE, times=2)
+        assert listener.is_online
+        async with asyncio.timeout(TIMEOUT):
+            await roundtrip(address(relay), tp, listener)
+
+
+async def test_relay_restart_mid_session(relay_factory: object, tp: TokenProvider) -> None:
+    first_cm = serve(test_config())
+    first = await first_cm.__aenter__()
+    port = first.port
+    log = StateLog()
+    addr = f"ws://127.0.0.1:{port}/echo"
+    async with make_listener(addr, tp, log) as listener:
+        assert listener.is_online
+        await first_cm.__aexit__(None, None, None)
+        await log.wait_for(ListenerState.OFFLINE)
+        assert not listener.is_online
+        assert listener.last_error is not None
+        config = test_config(server=ServerConfig(host="127.0.0.1", port=port))
+        async with serve(config):
+            await log.wait_for(ListenerState.ONLINE, times=2)
+            async with asyncio.timeout(TIMEOUT):
+                await roundtrip(addr, tp, listener)
+
+
+async def test_relay_down_at_start(tp: TokenProvider) -> None:
+    async with serve(test_config()) as probe:
+        port = probe.port
+    addr = f"ws://127.0.0.1:{port}/echo"
+    log = StateLog()
+    listener = make_listener(addr, tp, log)
+    async with asyncio.timeout(TIMEOUT):
+        await listener.open()  # returns: the relay may come up later
+    try:
+        assert listener.state in (ListenerState.OFFLINE, ListenerState.CONNECTING)
+        assert isinstance(listener.last_error, ConnectionLost)
+        with pytest.raises(RelayTimeout):
+            await listener.wait_online(timeout=0.01 * TIMEOUT)
+        await log.wait_for(ListenerState.OFFLINE, times=2)  # it keeps trying
+        async with serve(test_config(server=ServerConfig(host="127.0.0.1", port=port))):
+            await listener.wait_online(timeout=TIMEOUT)
+            async with asyncio.timeout(TIMEOUT):
+                await roundtrip(addr, tp, listener)
+    finally:
+        await listener.close()
+    assert listener.state is ListenerState.CLOSED
+
+
+async def test_listener_stops_when_entity_disappears(tp: TokenProvider) -> None:
+    first_cm = serve(test_config())
+    first = await first_cm.__aenter__()
+    port = first.port
+    log = StateLog()
+    listener = make_listener(f"ws://127.0.0.1:{port}/echo", tp, log)
+    await listener.open()
+    try:
+        await first_cm.__aexit__(None, None, None)
+        await log.wait_for(ListenerState.OFFLINE)
+        without_echo = test_config(server=ServerConfig(host="127.0.0.1", port=port))
+        without_echo = dataclasses.replace(
+            without_echo,
+            hybrid_connections=tuple(hc for hc in without_echo.hybrid_connections if hc.path != "echo"),
+        )
+        async with serve(without_echo):
+            async with asyncio.timeout(TIMEOUT):
+                with pytest.raises(EndpointNotFound):
+                    await listener.accept()
+            assert listener.state is ListenerState.CLOSED
+            assert isinstance(listener.last_error, EndpointNotFound)
+    finally:
+        await listener.close()
+
+
+async def test_token_is_renewed_over_the_control_channel(relay_factory: object) -> None:
+    relay: Relay = await relay_factory(limits=Limits(token_grace=1.0))  # type: ignore[operator]
+    calls: list[float] = []
+    third_token = asyncio.Event()
+
+    def mint(audience: str, valid_for: float) -> str:
+        calls.append(time.time())
+        if len(calls) >= 3:
+            third_token.set()
+        return create_token(audience, KEY_NAME, KEY, int(time.time() + 3))
+
+    provider = TokenProvider.from_callable(mint)
+    log = StateLog()
+    async with make_listener(address(relay), provider, log) as listener:
+        first_expiry = int(calls[0] + 3)
+        async with asyncio.timeout(TIMEOUT):
+            await third_token.wait()
+        # Two renewals happened; the first token (plus grace) has run out by now.
+        assert time.time() > first_expiry + 1.0 or listener.token_renewals >= 2
+        assert listener.is_online
+        assert log.count(ListenerState.OFFLINE) == 0
+        assert listener.token_renewals >= 1
+        (channel,) = list(relay._channels)
+        assert channel._expiry > first_expiry
+        admin = TokenProvider.from_shared_access_key(KEY_NAME, KEY)
+        async with asyncio.timeout(TIMEOUT):
+            await roundtrip(address(relay), admin, listener)
+
+
+async def test_close_ends_iteration_and_accept(relay: Relay, tp: TokenProvider) -> None:
+    listener = HybridConnectionListener(address(relay), tp)
+    await listener.open()
+    got: list[object] = []
+
+    async def consume() -> None:
+        async for stream in listener:
+            got.append(stream)
+
+    consumer = asyncio.create_task(consume())
+    await listener.close()
+    async with asyncio.timeout(TIMEOUT):
+        await consumer
+    assert got == []
+    assert await listener.accept() is None
+    assert listener.state is ListenerState.CLOSED
+    await listener.close()  # idempotent
+
+
+async def test_two_listeners_share_the_load(relay: Relay, tp: TokenProvider) -> None:
+    async with (
+        HybridConnectionListener(address(relay), tp) as a,
+        HybridConnectionListener(address(relay), tp) as b,
+    ):
+        assert a.listener_id != b.listener_id
+        accepted: dict[str, list[object]] = {"a": [], "b": []}
+        all_in = asyncio.Event()
+
+        async def consume(name: str, listener: HybridConnectionListener) -> None:
+            async for stream in listener:
+                accepted[name].append(stream)
+                if sum(map(len, accepted.values())) == 10:
+                    all_in.set()
+
+        consumers = [asyncio.create_task(consume("a", a)), asyncio.create_task(consume("b", b))]
+        client = HybridConnectionClient(address(relay), tp)
+        async with asyncio.timeout(TIMEOUT):
+            senders = await asyncio.gather(*(client.connect() for _ in range(10)))
+            await all_in.wait()
+            streams = [s for group in accepted.values() for s in group]
+            await asyncio.gather(*(s.close() for s in [*senders, *streams]))  # type: ignore[attr-defined]
+        for task in consumers:
+            task.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)

@@ -1,0 +1,164 @@
+"""The blocking SDK (hyco.sync) end to end.
+
+The relay runs in the test's event loop; the blocking code runs in a worker thread (``asyncio.to_thread``),
+as it would in a real program, and drives hyco's own loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from hyco import (
+    AuthorizationFailed,
+    ConnectionRejected,
+    EndpointNotFound,
+    Forbidden,
+    RelayTimeout,
+    StreamBroken,
+    StreamClosed,
+    TokenProvider,
+)
+from hyco.client.sync import _get_portal
+from hyco.server import Relay, ServerConfig, serve
+from hyco.sync import AcceptContext, HybridConnectionClient, HybridConnectionListener, ListenerState
+from tests.client.conftest import address
+from tests.conftest import KEY, KEY_NAME, TIMEOUT, test_config
+
+
+def echo_server(listener: HybridConnectionListener, count: int) -> threading.Thread:
+    def run() -> None:
+        for _ in range(count):
+            stream = listener.accept(timeout=TIMEOUT)
+            assert stream is not None
+            with stream:
+                while data := stream.read():
+                    stream.write(data)
+                stream.shutdown()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+async def test_sync_echo_roundtrip(relay: Relay, tp: TokenProvider) -> None:
+    def scenario() -> None:
+        with HybridConnectionListener(address(relay), tp) as listener:
+            assert listener.is_online
+            server = echo_server(listener, 2)
+            client = HybridConnectionClient(address(relay), tp)
+            for text in (b"first", b"second"):
+                with client.connect() as stream:
+                    stream.write(text)
+                    stream.shutdown()
+                    assert stream.read() == text
+                    assert stream.read() == b""
+                    with pytest.raises(StreamClosed):
+                        stream.write(b"x")
+            server.join(TIMEOUT)
+            assert not server.is_alive()
+        assert listener.state is ListenerState.CLOSED
+
+    await asyncio.wait_for(asyncio.to_thread(scenario), TIMEOUT)
+
+
+async def test_sync_messages_and_iteration(relay: Relay, tp: TokenProvider) -> None:
+    def scenario() -> None:
+        with HybridConnectionListener(address(relay), tp) as listener:
+            sender = HybridConnectionClient(address(relay), tp).connect()
+            receiver = listener.accept(timeout=TIMEOUT)
+            assert receiver is not None
+            sender.send_text("one")
+            sender.send_bytes(b"two")
+            sender.shutdown()
+            assert list(receiver) == ["one", b"two"]
+            receiver.close()
+            sender.close()
+
+    await asyncio.wait_for(asyncio.to_thread(scenario), TIMEOUT)
+
+
+async def test_sync_reject_and_errors(relay: Relay, tp: TokenProvider) -> None:
+    handler_threads: list[str] = []
+
+    def handler(ctx: AcceptContext) -> bool:
+        handler_threads.append(threading.current_thread().name)
+        ctx.reject(403, "Go away")
+        return False
+
+    def scenario() -> None:
+        with HybridConnectionListener(address(relay), tp, accept_handler=handler) as listener:
+            # A listener's 403 looks like the relay's own 403 (Forbidden), as in .NET; the text is theirs.
+            with pytest.raises(Forbidden, match="Go away"):
+                HybridConnectionClient(address(relay), tp).connect()
+            with pytest.raises(RelayTimeout):
+                listener.accept(timeout=0.01 * TIMEOUT)
+        with pytest.raises(EndpointNotFound):
+            HybridConnectionClient(address(relay, "nope"), tp).connect()
+        bad = TokenProvider.from_shared_access_key(KEY_NAME, KEY + "x")
+        with pytest.raises(AuthorizationFailed):
+            HybridConnectionListener(address(relay), bad).open()
+
+    await asyncio.wait_for(asyncio.to_thread(scenario), TIMEOUT)
+    assert handler_threads and handler_threads[0] != "hyco-sync-loop"
+
+
+async def test_sync_custom_status_reject(relay: Relay, tp: TokenProvider) -> None:
+    def handler(ctx: AcceptContext) -> bool:
+        ctx.reject(409, "Busy, try later")
+        return False
+
+    def scenario() -> None:
+        with HybridConnectionListener(address(relay), tp, accept_handler=handler) as listener:
+            assert listener.is_online
+            with pytest.raises(ConnectionRejected) as info:
+                HybridConnectionClient(address(relay), tp).connect()
+            assert (info.value.http_status, info.value.description) == (409, "Busy, try later")
+
+    await asyncio.wait_for(asyncio.to_thread(scenario), TIMEOUT)
+
+
+async def test_sync_listener_killed_breaks_sender(relay: Relay, tp: TokenProvider) -> None:
+    def scenario() -> None:
+        with HybridConnectionListener(address(relay), tp) as listener:
+            sender = HybridConnectionClient(address(relay), tp).connect()
+            receiver = listener.accept(timeout=TIMEOUT)
+            assert receiver is not None
+            transport = receiver._stream._ws._response.connection.transport  # type: ignore[union-attr]
+            assert transport is not None
+            # as if the listener's process died: drop its TCP connection, no Close frame
+            _get_portal().loop.call_soon_threadsafe(transport.abort)
+            with pytest.raises(StreamBroken):
+                while sender.read():
+                    pass
+            sender.close()
+            receiver.close()
+
+    await asyncio.wait_for(asyncio.to_thread(scenario), TIMEOUT)
+
+
+async def test_sync_reconnect_after_relay_restart(tp: TokenProvider) -> None:
+    cm = serve(test_config())
+    first = await cm.__aenter__()
+    port = first.port
+    addr = f"ws://127.0.0.1:{port}/echo"
+    went_offline = threading.Event()
+
+    listener = await asyncio.to_thread(
+        HybridConnectionListener,
+        addr,
+        tp,
+        reconnect_delays=(0.0, 0.02 * TIMEOUT),
+        on_offline=lambda _: went_offline.set(),
+    )
+    await asyncio.to_thread(listener.open)
+    try:
+        await cm.__aexit__(None, None, None)
+        assert await asyncio.to_thread(went_offline.wait, TIMEOUT)
+        async with serve(test_config(server=ServerConfig(host="127.0.0.1", port=port))):
+            await asyncio.to_thread(listener.wait_online, TIMEOUT)
+            assert listener.is_online
+    finally:
+        await asyncio.to_thread(listener.close)
