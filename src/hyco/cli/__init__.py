@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, str] = {
     "listen": "hyco.cli.listen",
     "send": "hyco.cli.send",
     "token": "hyco.cli.token",
+    "forward": "hyco.cli.forward",
+    "expose": "hyco.cli.expose",
 }
 
 
