@@ -1,0 +1,313 @@
+"""``scripts/bench``: run the scenarios, print one table, write JSON and a PNG chart.
+
+Every target is measured in the same run as its baselines (direct, haproxy); figures are medians over
+``--runs``. Everything is on 127.0.0.1 and every step is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import profile, s1_stream, s2_roundtrip, s3_rendezvous, s4_concurrency, s5_http, s6_forward
+from bench.common import find_haproxy, machine, median, run, uvloop_available
+from bench.env import TARGETS, Env, Metric, Options
+
+SCENARIOS = {1: s1_stream, 2: s2_roundtrip, 3: s3_rendezvous, 4: s4_concurrency, 5: s5_http, 6: s6_forward}
+#: Upper bound of one scenario run (seconds), quick and full.
+LIMITS = {True: 120.0, False: 900.0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes and short runs (a smoke run)")
+    parser.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated scenario numbers")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; figures are medians")
+    parser.add_argument("--no-uvloop", action="store_true", help="asyncio's default loop everywhere")
+    parser.add_argument(
+        "--both-loops", action="store_true", help="measure with uvloop, then with asyncio's default loop"
+    )
+    parser.add_argument("--out", default="bench/results", help="directory for results.json and the chart")
+    parser.add_argument("--profile", action="store_true", help="py-spy the relay in scenarios 1-3 (run 1)")
+    parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    args = parser.parse_args(argv)
+    args.scenarios = sorted({int(s) for s in args.scenarios.split(",") if s.strip()})
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {sorted(unknown)}")
+    if args.no_uvloop or not uvloop_available():
+        args.loops = ["asyncio"]
+    elif args.both_loops:
+        args.loops = ["uvloop", "asyncio"]
+    else:
+        args.loops = ["uvloop"]
+    return args
+
+
+def haproxy_version(binary: str | None) -> str:
+    if binary is None:
+        return "absent: haproxy not found (Debian: apt-get install -y haproxy); haproxy columns are empty"
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10, check=False).stdout
+    return out.splitlines()[0] if out else binary
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+async def measure_loop(args: argparse.Namespace, loop: str, workdir: Path, out: Path) -> dict[str, Any]:
+    """All scenarios x runs on one event loop kind; returns medians, per-run values and errors."""
+    haproxy = find_haproxy()
+    pyspy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    runs: dict[str, list[Metric]] = {}
+    errors: list[str] = []
+    for index in range(args.runs):
+        for number in args.scenarios:
+            module = SCENARIOS[number]
+            options = Options(args.quick, loop, workdir, haproxy, out if args.profile else None, index, pyspy)
+            env = Env(options, number)
+            started = time.monotonic()
+            print(f"[{loop}] run {index + 1}/{args.runs} scenario {number} ({module.TITLE}) ...", flush=True)
+            try:
+                metrics = await asyncio.wait_for(module.measure(env), LIMITS[args.quick])
+            except Exception as exc:
+                detail = "timed out" if isinstance(exc, TimeoutError) else repr(exc)
+                errors.append(f"run {index + 1} scenario {number}: {detail}")
+                traceback.print_exc()
+                metrics = []
+            finally:
+                await env.close()
+            for metric in metrics:
+                if env.haproxy_note:
+                    metric.notes["haproxy"] = env.haproxy_note
+                runs.setdefault(metric.key, []).append(metric)
+            print(f"    done in {time.monotonic() - started:.1f} s", flush=True)
+    return {"metrics": [combine(per_run) for per_run in runs.values()], "errors": errors}
+
+
+def combine(per_run: list[Metric]) -> dict[str, Any]:
+    """Median of each target's runs, and the ratios of the medians."""
+    first = per_run[0]
+    values = {t: [m.values[t] for m in per_run if t in m.values] for t in TARGETS}
+    med = {t: median(v) for t, v in values.items() if v}
+    entry: dict[str, Any] = {
+        "key": first.key,
+        "label": first.label,
+        "unit": first.unit,
+        "better": first.better,
+        "median": med,
+        "runs": {t: v for t, v in values.items() if v},
+        "notes": [m.notes for m in per_run],
+    }
+    if med.get("direct") and "hyco" in med:
+        entry["hyco_over_direct"] = med["hyco"] / med["direct"]
+    if med.get("haproxy") and "hyco" in med:
+        entry["hyco_over_haproxy"] = med["hyco"] / med["haproxy"]
+    if med.get("direct") and "haproxy" in med:
+        entry["haproxy_over_direct"] = med["haproxy"] / med["direct"]
+    return entry
+
+
+# --- targets (issue 6) ----------------------------------------------------------------------------
+
+
+def evaluate(metrics: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]:
+    """Each scenario's target: the figure it is judged on and whether it is met (None: not measured)."""
+    by = {m["key"]: m for m in metrics}
+
+    def ratio(key: str) -> float | None:
+        return by[key].get("hyco_over_direct") if key in by else None
+
+    out: list[dict[str, Any]] = []
+
+    def add(scenario: str, target: str, figure: str, met: bool | None, note: str = "") -> None:
+        out.append({"scenario": scenario, "target": target, "figure": figure, "met": met, "note": note})
+
+    if "1-up" in by and "1-down" in by:
+        up, down = ratio("1-up"), ratio("1-down")
+        if up is not None and down is not None:
+            add("1 stream", ">= 0.5 x direct", f"up {up:.2f}x, down {down:.2f}x", min(up, down) >= 0.5)
+    if "2-p50" in by:
+        med = by["2-p50"]["median"]
+        if "hyco" in med and "direct" in med:
+            added = med["hyco"] - med["direct"]
+            add("2 round trip", "adds <= 150 µs at p50", f"adds {added:.0f} µs", added <= 150)
+    rates = [by[k]["median"].get("hyco") for k in ("3-rate-1", "3-rate-25") if k in by]
+    if rates and all(r is not None for r in rates):
+        figure = ", ".join(
+            f"{by[k]['median']['hyco']:.0f}/s ({k.rsplit('-', 1)[1]} lst)"
+            for k in ("3-rate-1", "3-rate-25")
+            if k in by
+        )
+        add("3 rendezvous", ">= 500 relayed connections/s", figure, min(rates) >= 500)
+    if "4-held" in by and "4-rss" in by:
+        held = by["4-held"]["median"].get("hyco", 0)
+        per = by["4-rss"]["median"].get("hyco", 0)
+        notes = by["4-held"]["notes"][0]
+        attempted, wanted = notes.get("attempted", 0), notes.get("wanted", 0)
+        note = notes.get("capped", "")
+        if quick:
+            note = "; ".join(x for x in (f"--quick holds only {wanted}", note) if x)
+        add(
+            "4 concurrency",
+            "10,000 held; <= 40 KiB relay RSS each",
+            f"{held:.0f} held of {attempted} attempted ({wanted} wanted); {per:.1f} KiB each",
+            held >= attempted and per <= 40,
+            note,
+        )
+    keys = ("5-rate", "5-down", "5-up")
+    if all(k in by for k in keys):
+        r = [ratio(k) for k in keys]
+        if all(x is not None for x in r):
+            add(
+                "5 HTTP",
+                ">= 0.5 x direct req/s and body throughput",
+                f"req/s {r[0]:.2f}x, download {r[1]:.2f}x, upload {r[2]:.2f}x",
+                min(r) >= 0.5,  # type: ignore[type-var]
+            )
+    if "6-forward" in by:
+        add("6 forward", ">= 0.5 x direct TCP", "not measured", None, by["6-forward"]["notes"][0]["skipped"])
+    return out
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The one table: every metric per loop with hyco, baselines and ratios; then the targets."""
+    header = ["loop", "scenario", "unit", "hyco", "direct", "haproxy", "hyco/direct", "hyco/haproxy"]
+    rows = [header]
+    for loop, result in report["loops"].items():
+        for m in result["metrics"]:
+            med = m["median"]
+            arrow = "↑" if m["better"] == "higher" else "↓"
+            rd, rh = m.get("hyco_over_direct"), m.get("hyco_over_haproxy")
+            rows.append(
+                [
+                    loop,
+                    m["label"],
+                    f"{m['unit']} {arrow}",
+                    fmt(med.get("hyco")),
+                    fmt(med.get("direct")),
+                    fmt(med.get("haproxy")),
+                    f"{rd:.2f}x" if rd is not None else "-",
+                    f"{rh:.2f}x" if rh is not None else "-",
+                ]
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    for loop, result in report["loops"].items():
+        for t in result["targets"]:
+            state = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+            note = f"  ({t['note']})" if t["note"] else ""
+            lines.append(f"[{loop}] {t['scenario']}: {t['target']}: {t['figure']} -> {state}{note}")
+        for error in result["errors"]:
+            lines.append(f"[{loop}] error: {error}")
+    lines.append(f"haproxy: {report['haproxy']}")
+    return "\n".join(lines)
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    """Horizontal bars: each figure relative to direct, oriented so that longer is better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loops = list(report["loops"])
+    fig, axes = plt.subplots(1, len(loops), figsize=(7 * len(loops), 6), squeeze=False, sharey=True)
+    for ax, loop in zip(axes[0], loops, strict=True):
+        metrics = [
+            m for m in report["loops"][loop]["metrics"] if m["median"].get("direct") and "hyco" in m["median"]
+        ]
+        labels = [f"{m['label']} [{m['unit']}]" for m in metrics][::-1]
+
+        def rel(m: dict[str, Any], target: str) -> float:
+            value, direct = m["median"].get(target), m["median"]["direct"]
+            if not value:
+                return 0.0
+            return float(value / direct if m["better"] == "higher" else direct / value)
+
+        ys = range(len(metrics))
+        ax.barh([y + 0.2 for y in ys], [rel(m, "hyco") for m in metrics][::-1], 0.4, label="hyco")
+        ax.barh([y - 0.2 for y in ys], [rel(m, "haproxy") for m in metrics][::-1], 0.4, label="haproxy")
+        ax.set_yticks(list(ys), labels)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.axvline(0.5, color="red", linestyle="--", linewidth=0.8, label="0.5 x direct")
+        ax.set_xlabel("relative to direct (1.0 = direct; longer is better)")
+        ax.set_title(f"hyco vs direct and haproxy ({loop}, median of {report['options']['runs']})")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    report: dict[str, Any] = {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command.strip(),
+        "machine": machine(),
+        "options": {"quick": args.quick, "runs": args.runs, "scenarios": args.scenarios, "loops": args.loops},
+        "haproxy": haproxy_version(find_haproxy()),
+        "loops": {},
+    }
+    print(f"hyco benchmarks: {command}\nhaproxy: {report['haproxy']}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hyco-bench-") as tmp:
+        for loop in args.loops:
+            result = run(measure_loop(args, loop, Path(tmp), out), loop)
+            result["targets"] = evaluate(result["metrics"], args.quick)
+            report["loops"][loop] = result
+    text = table(report)
+    print("\n" + text)
+    (out / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (out / "results.txt").write_text(text + "\n")
+    if not args.no_chart:
+        chart(report, out / "chart.png")
+    if args.profile:
+        for raw in sorted(out.glob("profile-*.txt")):
+            if not raw.name.endswith("-summary.txt"):
+                summary = profile.summarize(raw)
+                raw.with_name(raw.stem + "-summary.txt").write_text(summary)
+    print(f"\nwrote {out / 'results.json'}" + ("" if args.no_chart else f" and {out / 'chart.png'}"))
+    return report
+
+
+if __name__ == "__main__":
+    main()

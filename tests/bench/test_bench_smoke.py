@@ -1,0 +1,43 @@
+"""Smoke run of the benchmark harness: ``scripts/bench --quick --scenarios 2`` (figures, never speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the harness reads /proc")
+
+
+def test_quick_round_trip_scenario_writes_the_expected_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--quick", "--scenarios", "2", "--runs", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "2 round trip p50" in proc.stdout  # the printed table
+    report = json.loads((out / "results.json").read_text())
+    assert {"generated", "command", "machine", "options", "haproxy", "loops"} <= set(report)
+    assert report["options"]["scenarios"] == [2]
+    (loop,) = report["loops"].values()
+    assert loop["errors"] == []
+    metrics = {m["key"]: m for m in loop["metrics"]}
+    assert set(metrics) == {"2-p50", "2-p99", "2-rate"}
+    for metric in metrics.values():
+        assert {"label", "unit", "better", "median", "runs", "hyco_over_direct"} <= set(metric)
+        assert metric["median"]["hyco"] > 0
+        assert metric["median"]["direct"] > 0
+        if not report["haproxy"].startswith("absent"):
+            assert metric["median"]["haproxy"] > 0
+    (target,) = loop["targets"]
+    assert target["scenario"] == "2 round trip"
+    assert target["met"] in (True, False)
+    assert (out / "chart.png").stat().st_size > 0
