@@ -1,0 +1,190 @@
+"""Pipe a local asyncio stream (TCP or unix socket) and a relayed stream both ways.
+
+Theory of operation:
+
+* Two copy loops run concurrently, one per direction. Each awaits the receiving side before it reads more
+  (``writer.drain()`` locally; :meth:`HybridConnectionStream.write` waits for the socket), so memory stays
+  bounded however fast one side is and however slow the other (backpressure end to end).
+* Half-close is propagated both ways (protocol.md 3.5, design.md "Half-close"): the local side's end of data
+  becomes :meth:`HybridConnectionStream.shutdown` (Close 1000, keep reading) and the relayed peer's Close
+  becomes ``write_eof()`` on the local socket. The pipe finishes when both directions have finished.
+* When either side fails, the other is torn down too: the failing copy loop cancels its sibling, the local
+  transport is aborted and the relayed stream closed without waiting for the peer's Close (the relay then
+  reports 1011 to the peer, protocol.md 3.5). The result says how it ended and on which side.
+* Bytes are copied unchanged; no framing is added. Each local read becomes one binary WebSocket message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from dataclasses import dataclass
+
+from hyco.client.stream import HybridConnectionStream
+from hyco.exceptions import HycoError
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "PipeEnd", "PipeResult", "pipe"]
+
+#: Largest local read, hence largest WebSocket message sent (the relay allows 16 MiB by default).
+DEFAULT_CHUNK_SIZE = 64 * 1024
+
+
+class PipeEnd(enum.StrEnum):
+    """How a pipe ended."""
+
+    #: Both directions reached their end of data (each side closed or half-closed cleanly).
+    CLEAN = "clean"
+    #: The local socket failed (reset, broken pipe); the relayed stream was closed in turn.
+    LOCAL_ERROR = "local error"
+    #: The relayed stream broke (peer vanished, relay gone, bad close code); the local socket was closed.
+    RELAY_ERROR = "relay error"
+    #: The pipe was cancelled (forwarder shutting down); both sides were closed.
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class PipeResult:
+    """What a finished pipe did.
+
+    Attributes:
+        to_relay: bytes copied from the local socket into the relayed stream.
+        from_relay: bytes copied from the relayed stream to the local socket.
+        duration: seconds from start to finish.
+        end: how it ended.
+        error: the failure, for ``LOCAL_ERROR`` and ``RELAY_ERROR``.
+    """
+
+    to_relay: int
+    from_relay: int
+    duration: float
+    end: PipeEnd
+    error: BaseException | None = None
+
+    @property
+    def clean(self) -> bool:
+        """Whether both directions ended normally."""
+        return self.end is PipeEnd.CLEAN
+
+    def describe(self) -> str:
+        """One human-readable summary, for log lines."""
+        how = self.end.value if self.error is None else f"{self.end.value}: {self.error}"
+        return f"{self.to_relay} B to relay, {self.from_relay} B from relay, {self.duration:.3f} s, {how}"
+
+
+class _LocalFailure(Exception):
+    """Wraps an ``OSError`` of the local socket so the two sides' failures stay apart."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+async def pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    stream: HybridConnectionStream,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> PipeResult:
+    """Copy ``reader`` → ``stream`` and ``stream`` → ``writer`` until both directions end or one side fails.
+
+    On return both the local socket and the relayed stream are closed, whatever happened. Cancelling the
+    call closes both as well (and re-raises :class:`asyncio.CancelledError`).
+
+    Args:
+        reader, writer: the local connection (from ``asyncio.open_connection``, ``start_server``, ...).
+        stream: an open relayed stream; the pipe takes ownership of it.
+        chunk_size: largest local read (one WebSocket message each).
+
+    Returns:
+        A :class:`PipeResult`: bytes each way, duration and how it ended. Failures are reported there, never
+        raised.
+    """
+    started = time.monotonic()
+    counts = [0, 0]  # to relay, from relay
+
+    async def upstream() -> None:
+        # Local → relay. The local end of data half-closes the relayed stream (.NET Shutdown()).
+        while True:
+            try:
+                data = await reader.read(chunk_size)
+            except OSError as exc:
+                raise _LocalFailure(exc) from exc
+            if not data:
+                break
+            await stream.write(data)
+            counts[0] += len(data)
+        await stream.shutdown()
+
+    async def downstream() -> None:
+        # Relay → local. The peer's Close 1000 half-closes the local socket (write_eof), if it can be.
+        while data := await stream.read():
+            try:
+                writer.write(data)
+                await writer.drain()
+            except OSError as exc:
+                raise _LocalFailure(exc) from exc
+            counts[1] += len(data)
+        try:
+            if writer.can_write_eof():
+                writer.write_eof()
+            await writer.drain()
+        except OSError as exc:
+            raise _LocalFailure(exc) from exc
+
+    tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+    end = PipeEnd.CLEAN
+    error: BaseException | None = None
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+            if failed:
+                exc = failed[0].exception()
+                assert exc is not None
+                if isinstance(exc, _LocalFailure):
+                    end, error = PipeEnd.LOCAL_ERROR, exc.cause
+                elif isinstance(exc, HycoError | OSError):
+                    end, error = PipeEnd.RELAY_ERROR, exc
+                else:  # a bug: report it rather than lose it
+                    end, error = PipeEnd.RELAY_ERROR, exc
+                break
+    except asyncio.CancelledError:
+        end = PipeEnd.CANCELLED
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await _close_both(writer, stream, clean=end is PipeEnd.CLEAN)
+    return PipeResult(counts[0], counts[1], time.monotonic() - started, end, error)
+
+
+async def _close_both(writer: asyncio.StreamWriter, stream: HybridConnectionStream, *, clean: bool) -> None:
+    # Runs during cancellation too: start both closes before the first await, so nothing is left open.
+    if clean:
+        writer.close()
+    else:
+        # Do not linger on a failed connection: drop it so the local peer learns at once.
+        writer.transport.abort()
+    try:
+        if clean:
+            # Both sides already sent their Close (half-closes), so this returns at once.
+            with contextlib.suppress(HycoError, OSError):
+                await stream.close()
+        else:
+            # close() would wait (up to its close_timeout) for a Close from a peer that does not know yet.
+            # Cut it short: close() then drops the connection without waiting, the relay tells the peer
+            # with 1011 (or it sees our Close), and its own pipe tears its side down in turn.
+            with contextlib.suppress(HycoError, OSError, TimeoutError):
+                async with asyncio.timeout(0):
+                    await stream.close()
+    finally:
+        if clean:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
