@@ -6,8 +6,11 @@ from hyco.client import (
     HybridConnectionListener,
     HybridConnectionStream,
     ListenerState,
+    RelayedHttpRequest,
+    RelayedHttpResponse,
     SecurityToken,
     TokenProvider,
+    request,
 )
 from hyco.exceptions import (
     AuthorizationFailed,
@@ -58,10 +61,13 @@ __all__ = [
     "RelayConnectionString",
     "RelayError",
     "RelayTimeout",
+    "RelayedHttpRequest",
+    "RelayedHttpResponse",
     "RemoteProtocolError",
     "SecurityToken",
     "ServerBusy",
     "StreamBroken",
     "StreamClosed",
     "TokenProvider",
+    "request",
 ]

@@ -391,3 +391,23 @@ async def test_many_concurrent_streams(relay: Relay, tp: TokenProvider) -> None:
         async with asyncio.timeout(TIMEOUT):
             results = await asyncio.gather(*(one(i) for i in range(20)))
         assert results == [f"msg {i}".encode() for i in range(20)]
+
+
+async def test_abort_sends_an_error_close_and_wakes_a_pending_read(relay) -> None:
+    from hyco import HybridConnectionClient, HybridConnectionListener, StreamBroken, TokenProvider
+    from tests.conftest import KEY, KEY_NAME
+
+    tokens = TokenProvider.from_shared_access_key(KEY_NAME, KEY)
+    address = f"{relay.url}/echo"
+    async with HybridConnectionListener(address, tokens) as listener:
+        sender_task = asyncio.ensure_future(HybridConnectionClient(address, tokens).connect())
+        accepted = await asyncio.wait_for(listener.accept(), TIMEOUT)
+        sender = await asyncio.wait_for(sender_task, TIMEOUT)
+        pending = asyncio.ensure_future(sender.read())
+        await asyncio.sleep(0)
+        await sender.abort(1011, "pipe target failed")
+        assert await asyncio.wait_for(pending, TIMEOUT) == b""
+        with pytest.raises(StreamBroken) as info:
+            await asyncio.wait_for(accepted.read(), TIMEOUT)
+        assert info.value.close_code == 1011
+        await accepted.close()

@@ -4,6 +4,8 @@ The blocking twins with the same names live in :mod:`hyco.sync`.
 """
 
 from hyco.client.credentials import SecurityToken, TokenProvider, normalize_audience
+from hyco.client.http import HttpBody, RelayedHttpRequest, RelayedHttpResponse, RequestHandler
+from hyco.client.httpsend import http_url, request, token_headers
 from hyco.client.listener import (
     AcceptContext,
     AcceptHandler,
@@ -16,11 +18,18 @@ from hyco.client.stream import HybridConnectionStream
 __all__ = [
     "AcceptContext",
     "AcceptHandler",
+    "HttpBody",
     "HybridConnectionClient",
     "HybridConnectionListener",
     "HybridConnectionStream",
     "ListenerState",
+    "RelayedHttpRequest",
+    "RelayedHttpResponse",
+    "RequestHandler",
     "SecurityToken",
     "TokenProvider",
+    "http_url",
     "normalize_audience",
+    "request",
+    "token_headers",
 ]

@@ -36,8 +36,11 @@ from urllib.parse import quote_plus, urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from hyco.client._httpserve import HttpServing, serve_request
 from hyco.client._net import NetOptions, make_ssl, open_websocket
+from hyco.client._rawws import RawWebSocket
 from hyco.client.credentials import SecurityToken, TokenProvider
+from hyco.client.http import RequestHandler
 from hyco.client.sender import DEFAULT_STREAM_KEEP_ALIVE, resolve_address
 from hyco.client.stream import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -56,7 +59,7 @@ from hyco.exceptions import (
     RemoteProtocolError,
 )
 from hyco.protocol.backoff import RECONNECT_DELAYS, reconnect_delays
-from hyco.protocol.messages import Accept, RemoteEndpoint, RenewToken, Request, Response, decode, encode
+from hyco.protocol.messages import Accept, RemoteEndpoint, RenewToken, Request, decode, encode
 from hyco.protocol.uri import Action, strip_sb_hc_params
 
 __all__ = ["AcceptContext", "AcceptHandler", "HybridConnectionListener", "ListenerState"]
@@ -163,6 +166,9 @@ class HybridConnectionListener:
         path: the hybrid connection path when ``address`` names only the namespace.
         accept_handler: ``handler(context) -> bool | None`` (sync or async) run for every sender before it is
             accepted; return False or call ``context.reject(status, description)`` to refuse it.
+        request_handler: ``async def handler(request: RelayedHttpRequest) -> RelayedHttpResponse`` answering
+            plain HTTP senders (protocol.md 4; see ``docs/http.md``); also settable as an attribute. Without
+            one, HTTP senders get 501. Requests are served concurrently, each in its own task.
         ssl, ca_file: TLS settings for a relay with a private certificate.
         proxy, proxy_headers: HTTP proxy (``CONNECT`` for TLS).
         keep_alive_interval: seconds between control-channel pings; no pong within half of it drops and
@@ -191,6 +197,7 @@ class HybridConnectionListener:
         *,
         path: str | None = None,
         accept_handler: AcceptHandler | None = None,
+        request_handler: RequestHandler | None = None,
         ssl: ssl_module.SSLContext | bool | None = None,
         ca_file: str | None = None,
         proxy: str | None = None,
@@ -218,6 +225,7 @@ class HybridConnectionListener:
         self.address = resolved.address
         self.token_provider: TokenProvider = resolved.token_provider
         self.accept_handler = accept_handler
+        self.request_handler = request_handler
         self._net = NetOptions(
             ssl=make_ssl(ssl, ca_file), proxy=proxy, proxy_headers=dict(proxy_headers or {})
         )
@@ -522,14 +530,14 @@ class HybridConnectionListener:
                         self._spawn(self._handle_accept(command))
                     elif isinstance(command, Request):
                         if not command.is_stub and command.body:
-                            pending = command
+                            pending = command  # its body is the next binary message (2.2, 4.2)
                         else:
-                            self._spawn(self._handle_request(ws, command))
+                            self._spawn(self._handle_request(ws, command, None))
                     else:
                         logger.warning("! ignoring an unexpected %s command", type(command).__name__)
                 elif msg.type is aiohttp.WSMsgType.BINARY:
                     if pending is not None:
-                        self._spawn(self._handle_request(ws, pending))
+                        self._spawn(self._handle_request(ws, pending, bytes(msg.data)))
                         pending = None
                 else:
                     if msg.type is aiohttp.WSMsgType.CLOSE:
@@ -661,19 +669,37 @@ class HybridConnectionListener:
         await ws.close()
         await session.close()
 
-    async def _handle_request(self, ws: aiohttp.ClientWebSocketResponse, request: Request) -> None:
-        # HTTP senders are not served by this SDK yet: answer 501 so the sender does not wait 60 s.
-        if request.is_stub or request.id is None:
-            logger.warning("! an HTTP request arrived; this listener does not serve HTTP (ignored)")
+    async def _handle_request(
+        self, ws: aiohttp.ClientWebSocketResponse, request: Request, body: bytes | None
+    ) -> None:
+        # protocol.md 4.2/4.3; the whole exchange (rendezvous, inline or not, 500/501) is in _httpserve.
+        if request.id is None and not request.is_stub:
+            logger.warning("! ignoring an HTTP request without an id")
             return
-        response = Response(
-            request_id=request.id,
-            status_code=501,
-            status_description="Not Implemented",
-            body=False,
+
+        async def send_control(text: str, data: bytes | None) -> None:
+            # One lock for every control write: a response JSON and its body are never split (2.2).
+            async with self._control_lock:
+                await ws.send_str(text)
+                if data is not None:
+                    await ws.send_bytes(data)
+
+        async def dial(address: str) -> RawWebSocket:
+            return await RawWebSocket.connect(
+                address,
+                options=self._net,
+                what=f"answering HTTP request {request.id or ''}".rstrip(),
+                timeout=self.accept_timeout,
+            )
+
+        serving = HttpServing(
+            handler=self.request_handler,
+            send_control=send_control,
+            dial=dial,
+            base_url=self._base_url(),
+            hybrid_connection_path=self.address.path,
         )
-        with contextlib.suppress(Exception):
-            await self._send_control(ws, encode(response))
+        await serve_request(serving, request, body)
 
 
 async def _await_callback(result: Awaitable[Any]) -> None:

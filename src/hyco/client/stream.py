@@ -336,9 +336,29 @@ class HybridConnectionStream:
         finally:
             await self._release()
 
+    async def abort(self, code: int = 1011, reason: str = "aborted") -> None:
+        """Close at once with an error ``code``, without waiting for the peer (like a TCP reset).
+
+        The peer sees a Close with ``code`` (when the socket can still carry one). Use it when the other end
+        of a pipe failed; :meth:`close` is the orderly way. Idempotent; never raises.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._write_closed = True
+        if self._pinger is not None:
+            self._pinger.cancel()
+        if self._broken is None and not self._peer_closed.is_set():
+            with contextlib.suppress(Exception):
+                await self._ws._writer.close(code, reason.encode()[:123])
+        await self._release()
+
     async def _abort(self) -> None:
         """Drop the TCP connection without further WebSocket frames."""
         self._reader.cancel()
+        # A read waiting on the queue must wake up (end of stream) rather than wait forever.
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_End(None))
         ws: Any = self._ws
         with contextlib.suppress(Exception):
             ws._set_closed()

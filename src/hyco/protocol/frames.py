@@ -57,7 +57,12 @@ def mask_python(key: bytes, data: bytes) -> bytes:
 
 
 def encode_frame(
-    opcode: Opcode, payload: bytes = b"", *, fin: bool = True, mask: bytes | None = None
+    opcode: Opcode,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    mask: bytes | None = None,
+    masker: Callable[[bytes, bytes], bytes] | None = None,
 ) -> bytes:
     """Serialize one frame.
 
@@ -66,6 +71,8 @@ def encode_frame(
         payload: the payload, unmasked.
         fin: whether this frame ends its message.
         mask: a 4-byte masking key (clients must mask; servers must not).
+        masker: ``masker(key, payload) -> bytes`` applying the mask; defaults to :func:`mask_python` (the
+            I/O layer passes a C implementation).
     """
     first = (0x80 if fin else 0) | int(opcode)
     mask_bit = 0x80 if mask is not None else 0
@@ -78,7 +85,7 @@ def encode_frame(
         header = struct.pack("!BBQ", first, mask_bit | 127, length)
     if mask is None:
         return header + payload
-    return header + mask + mask_python(mask, payload)
+    return header + mask + (masker or mask_python)(mask, payload)
 
 
 def encode_close(code: int, reason: str = "") -> bytes:
