@@ -277,3 +277,33 @@ async def test_request_rendezvous_address_cannot_be_reused(relay: Relay, session
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await fresh.ws_connect(request["address"])
     assert info.value.status == 403
+
+
+async def test_listener_may_stream_its_response_before_reading_the_whole_request(relay: Relay, session):
+    # A streaming echo: the response starts while the (large) request body is still arriving.
+    listener = await RawListener.open(session, relay.url)
+    size = 16 * 1024 * 1024
+    body = bytes(i % 253 for i in range(size))
+    call = asyncio.ensure_future(
+        session.post(f"{relay.http_url}/echo", data=io.BytesIO(body), headers=auth(relay))
+    )
+    stub = (await listener.next_command())["request"]
+    from tests.server.rawclient import RawStreamClient
+
+    rendezvous = await RawStreamClient.connect(stub["address"])
+    full = json.loads(await rendezvous.text())["request"]
+    await rendezvous.send_text(
+        json.dumps({"response": {"requestId": full["id"], "statusCode": 200, "body": True}})
+    )
+
+    async def echo_body():
+        async for chunk in rendezvous.binary_chunks():
+            if chunk:
+                yield chunk
+
+    echo = asyncio.ensure_future(rendezvous.send_binary_stream(echo_body()))
+    async with await asyncio.wait_for(call, TIMEOUT) as resp:
+        assert resp.status == 200
+        assert await asyncio.wait_for(resp.read(), TIMEOUT) == body
+    await asyncio.wait_for(echo, TIMEOUT)
+    rendezvous.close()

@@ -312,13 +312,16 @@ class HttpForwarder:
         ws = StreamingWebSocket()
         response = await ws.prepare(request)
         exchange.rendezvous.set_result(ws)
+        upload: asyncio.Task[None] | None = None
         try:
             if not exchange.request_delivered:
                 assert exchange.request is not None
                 await ws.send_text(messages.encode(exchange.request))
                 exchange.request_delivered = True
                 if exchange.body_source is not None:
-                    await ws.send_binary_stream(exchange.body_source)
+                    # The body streams up while the response is read: a listener may answer (and stream
+                    # its response) before it has read the whole request, as a streaming echo does.
+                    upload = asyncio.ensure_future(self._upload(ws, exchange, exchange.body_source))
             command = messages.decode(await ws.receive_text())
             if not isinstance(command, messages.Response) or command.request_id != exchange.id:
                 raise RemoteProtocolError("expected the response to this request on its rendezvous")
@@ -333,4 +336,14 @@ class HttpForwarder:
             await ws.close(1001, "The request was cancelled.")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(exchange.finished.wait(), 1)
+        finally:
+            if upload is not None and not upload.done():
+                upload.cancel()
         return response
+
+    async def _upload(self, ws: StreamingWebSocket, exchange: Exchange, body: AsyncIterator[bytes]) -> None:
+        try:
+            await ws.send_binary_stream(body)
+        except Exception as exc:  # the sender hung up mid-body, or the listener's socket broke
+            exchange.fail(RelayError(f"The request body could not be relayed: {exc}.", http_status=502))
+            await ws.close(1001, "The request was cancelled.")
