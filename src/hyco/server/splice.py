@@ -149,24 +149,36 @@ class Splice:
 
     async def run(self) -> SpliceResult:
         """Pump both ways until both sides closed or one vanished; then drop both transports."""
+        # One pump runs in a task, the other inline in this coroutine: one task fewer per relayed
+        # connection (memory per connection is a budget, docs/benchmarks.md).
         up = asyncio.ensure_future(self.pump(self.a, self.b))
-        down = asyncio.ensure_future(self.pump(self.b, self.a))
+        loop = asyncio.get_running_loop()
         try:
-            done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-            if pending and self.dead:
-                # One side vanished: the other was told to close and has close_timeout to answer.
-                # A clean half-close has no deadline: the other direction may stream for hours.
-                await asyncio.wait(pending, timeout=self.close_timeout)
-            elif pending:
-                await asyncio.wait(pending)
-            for task in done:
-                task.result()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None) as deadline:
+
+                    def up_done(_: object) -> None:
+                        # a -> b ended first because a side vanished: b has close_timeout to answer the
+                        # Close. A clean half-close has no deadline: the other direction may stream for hours.
+                        if self.dead and deadline.when() is None:
+                            deadline.reschedule(loop.time() + self.close_timeout)
+
+                    up.add_done_callback(up_done)
+                    await self.pump(self.b, self.a)
+            up.remove_done_callback(up_done)  # the deadline is gone; a late callback must not touch it
+            if not up.done():
+                if self.dead:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(up), self.close_timeout)
+                else:
+                    await asyncio.wait({up})
+            if up.done() and not up.cancelled():
+                up.result()
         finally:
-            for task in (up, down):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            if not up.done():
+                up.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await up
             self.a.abort()
             self.b.abort()
         return self.result
