@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import socket
 import ssl
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from hyco.protocol.uri import (
     parse_websocket_target,
     query_params,
 )
-from hyco.server.auth import authorize
+from hyco.server.auth import SignatureCache, authorize
 from hyco.server.config import RelayConfig
 from hyco.server.control import GOING_AWAY, ControlChannel
 from hyco.server.httpforward import HttpForwarder
@@ -77,6 +77,12 @@ def _hostname(host_header: str | None) -> str | None:
         return None
 
 
+def _new_tracking_id() -> str:
+    """A random GUID-shaped id (uuid4's format without its cost; one is made per request)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 def _split_ids(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
@@ -104,6 +110,7 @@ class Relay:
         self._closing = False
         self._bound: tuple[str, int] | None = None
         self._refusals = Throttle(interval=1.0)
+        self._signatures = SignatureCache()
         self._http = HttpForwarder(lambda req, token, hc: self._authorize(req, token, hc, Right.SEND))
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -182,7 +189,7 @@ class Relay:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw_path = request.rel_url.raw_path
-        tracking_id = str(uuid.uuid4())
+        tracking_id = _new_tracking_id()
         try:
             if self._closing:
                 raise ServerBusy("The relay is shutting down; retry on another node or later.")
@@ -279,6 +286,7 @@ class Relay:
             hosts=hosts,
             now=time.time(),
             grace=grace,
+            cache=self._signatures,
         )
 
     def _public_host(self) -> str | None:

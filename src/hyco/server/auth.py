@@ -14,7 +14,30 @@ from hyco.exceptions import AuthorizationFailed, Forbidden, InvalidToken
 from hyco.protocol.sas import Right, SasToken, audience_covers, parse_token, verify_signature
 from hyco.server.config import AuthorizationRule
 
-__all__ = ["authorize"]
+__all__ = ["SignatureCache", "authorize"]
+
+
+class SignatureCache:
+    """Remembers tokens whose signature was already verified, so a sender that reuses its token (every
+    HTTP client does) costs one dictionary lookup instead of a parse and an HMAC per request.
+
+    Only the signature check is cached: expiry, audience and rights are checked on every use. Bounded: the
+    table is cleared when it reaches ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: dict[tuple[str, str], tuple[SasToken, AuthorizationRule]] = {}
+        self._max = max_entries
+
+    def get(self, token_text: str, entity_path: str) -> tuple[SasToken, AuthorizationRule] | None:
+        """The parsed token and the rule that signed it, if verified before for this entity."""
+        return self._entries.get((token_text, entity_path))
+
+    def put(self, token_text: str, entity_path: str, token: SasToken, rule: AuthorizationRule) -> None:
+        """Remember a verified token."""
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[(token_text, entity_path)] = (token, rule)
 
 
 def _find_rule(rules: Iterable[AuthorizationRule], name: str) -> AuthorizationRule | None:
@@ -32,6 +55,7 @@ def authorize(
     hosts: set[str],
     now: float,
     grace: float = 0.0,
+    cache: SignatureCache | None = None,
 ) -> SasToken:
     """Check that ``token_text`` grants ``right`` on ``entity_path``.
 
@@ -47,6 +71,7 @@ def authorize(
         hosts: host names under which this relay is reached (the audience's host must be one of them).
         now: current time, seconds since the epoch.
         grace: seconds a token stays acceptable past its expiry.
+        cache: verified signatures to reuse (the cache must not outlive a change of keys).
 
     Returns:
         The parsed token.
@@ -60,17 +85,13 @@ def authorize(
             "RelaySecurityTokenRequired: no token was sent; put a SAS token in the ServiceBusAuthorization "
             "header or the sb-hc-token query parameter."
         )
-    try:
-        token = parse_token(token_text)
-    except InvalidToken as exc:
-        raise AuthorizationFailed(f"MalformedToken: {exc}.") from None
-    rule = _find_rule(entity_rules, token.key_name) or _find_rule(namespace_rules, token.key_name)
-    if rule is None:
-        raise AuthorizationFailed(
-            f"UnknownKeyName: no authorization rule named {token.key_name[:64]!r} covers '{entity_path}'."
-        )
-    if not any(verify_signature(token, key) for key in rule.keys):
-        raise AuthorizationFailed("InvalidSignature: The token has an invalid signature.")
+    cached = cache.get(token_text, entity_path) if cache is not None else None
+    if cached is not None:
+        token, rule = cached
+    else:
+        token, rule = _verify(token_text, entity_path, entity_rules, namespace_rules)
+        if cache is not None:
+            cache.put(token_text, entity_path, token, rule)
     if token.expired(now, grace):
         expired_at = datetime.fromtimestamp(token.expiry, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         raise AuthorizationFailed(f"ExpiredToken: The token is expired. Expiration time: '{expired_at}'.")
@@ -82,3 +103,23 @@ def authorize(
     if not rule.grants(right):
         raise Forbidden(f"Authorization failed for specified action: {right.value}.")
     return token
+
+
+def _verify(
+    token_text: str,
+    entity_path: str,
+    entity_rules: Iterable[AuthorizationRule],
+    namespace_rules: Iterable[AuthorizationRule],
+) -> tuple[SasToken, AuthorizationRule]:
+    try:
+        token = parse_token(token_text)
+    except InvalidToken as exc:
+        raise AuthorizationFailed(f"MalformedToken: {exc}.") from None
+    rule = _find_rule(entity_rules, token.key_name) or _find_rule(namespace_rules, token.key_name)
+    if rule is None:
+        raise AuthorizationFailed(
+            f"UnknownKeyName: no authorization rule named {token.key_name[:64]!r} covers '{entity_path}'."
+        )
+    if not any(verify_signature(token, key) for key in rule.keys):
+        raise AuthorizationFailed("InvalidSignature: The token has an invalid signature.")
+    return token, rule

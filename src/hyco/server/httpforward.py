@@ -239,7 +239,8 @@ class HttpForwarder:
         else:
             raise RelayError("There are no listeners connected for the endpoint.", http_status=502)
         try:
-            start = await asyncio.wait_for(asyncio.shield(exchange.response), timeout)
+            async with asyncio.timeout(timeout):
+                start = await exchange.response
         except TimeoutError:
             raise RelayError(
                 "The request was routed to the listener but the listener did not respond in the required "

@@ -1,0 +1,90 @@
+"""authorize(): rule lookup, signature, expiry, audience, rights; the signature cache never skips the rest."""
+
+from __future__ import annotations
+
+import pytest
+
+from hyco.exceptions import AuthorizationFailed, Forbidden
+from hyco.protocol.sas import Right, create_token
+from hyco.server.auth import SignatureCache, authorize
+from hyco.server.config import AuthorizationRule, Secret
+
+NS = (AuthorizationRule("root", Secret("root-key"), frozenset({Right.MANAGE})),)
+ENTITY = (AuthorizationRule("sender", Secret("send-key"), frozenset({Right.SEND}), Secret("send-key-2")),)
+HOSTS = {"relay.example"}
+
+
+def check(token: str, right: Right, now: float = 1000.0, cache: SignatureCache | None = None, **kw):
+    return authorize(
+        token,
+        right=right,
+        entity_path=kw.pop("entity_path", "echo"),
+        entity_rules=kw.pop("entity_rules", ENTITY),
+        namespace_rules=NS,
+        hosts=HOSTS,
+        now=now,
+        cache=cache,
+        **kw,
+    )
+
+
+def test_entity_rule_with_secondary_key_grants_send_only():
+    token = create_token("http://relay.example/echo/", "SENDER", "send-key-2", 2000)
+    assert check(token, Right.SEND).key_name == "SENDER"
+    with pytest.raises(Forbidden, match="Listen"):
+        check(token, Right.LISTEN)
+
+
+def test_manage_implies_listen_and_send():
+    token = create_token("http://relay.example/", "root", "root-key", 2000)
+    for right in Right:
+        check(token, right)
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (None, "RelaySecurityTokenRequired"),
+        ("nonsense", "MalformedToken"),
+        (create_token("http://relay.example/echo/", "nobody", "k", 2000), "UnknownKeyName"),
+        (create_token("http://relay.example/echo/", "root", "wrong", 2000), "InvalidSignature"),
+        (create_token("http://relay.example/echo/", "root", "root-key", 999), "ExpiredToken"),
+        (create_token("http://other.example/echo/", "root", "root-key", 2000), "InvalidAudience"),
+    ],
+)
+def test_failures_say_what_is_wrong(token, message):
+    with pytest.raises(AuthorizationFailed, match=message):
+        check(token, Right.SEND)
+
+
+def test_grace_keeps_an_expired_token_for_a_while():
+    token = create_token("http://relay.example/echo/", "root", "root-key", 999)
+    check(token, Right.LISTEN, now=1000.0, grace=5.0)
+    with pytest.raises(AuthorizationFailed, match="ExpiredToken"):
+        check(token, Right.LISTEN, now=1010.0, grace=5.0)
+
+
+def test_cache_skips_only_the_signature_check():
+    cache = SignatureCache(max_entries=2)
+    token = create_token("http://relay.example/echo/", "sender", "send-key", 2000)
+    check(token, Right.SEND, cache=cache)
+    assert cache.get(token, "echo") is not None
+    # Rights, expiry and the entity's own rules still apply to a cached token.
+    with pytest.raises(Forbidden):
+        check(token, Right.LISTEN, cache=cache)
+    with pytest.raises(AuthorizationFailed, match="ExpiredToken"):
+        check(token, Right.SEND, now=3000.0, cache=cache)
+    with pytest.raises(AuthorizationFailed, match="UnknownKeyName"):
+        check(token, Right.SEND, cache=cache, entity_path="other", entity_rules=())
+    # A bad signature is never cached.
+    bad = create_token("http://relay.example/echo/", "sender", "wrong", 2000)
+    for _ in range(2):
+        with pytest.raises(AuthorizationFailed, match="InvalidSignature"):
+            check(bad, Right.SEND, cache=cache)
+    assert cache.get(bad, "echo") is None
+    # Bounded: a full table is cleared.
+    other = create_token("http://relay.example/echo/", "root", "root-key", 2000)
+    check(other, Right.SEND, cache=cache)
+    third = create_token("http://relay.example/echo/", "root", "root-key", 2001)
+    check(third, Right.SEND, cache=cache)
+    assert cache.get(token, "echo") is None
