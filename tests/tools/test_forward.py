@@ -513,3 +513,27 @@ async def test_bad_key_on_the_remote_side_fails_at_start(relay: Relay) -> None:
             await forwarder.start()
     assert all(not f.addresses for f in forwarder.local)  # nothing left listening
     assert KEY not in repr(creds)
+
+
+async def test_open_streams_survive_a_control_channel_recycle(relay: Relay) -> None:
+    # Azure recycles control channels (1011, ~24 h); relayed streams are separate sockets and live on.
+    async with tcp_server(echo_handler) as port, tunnel(relay, f"echo:127.0.0.1:{port}") as (lf, rf):
+        async with asyncio.timeout(TIMEOUT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
+            writer.write(b"before")
+            assert await reader.readexactly(6) == b"before"
+            channels = list(relay._channels)
+            assert channels
+            for channel in channels:
+                await channel.close(1011, "NameRenewalFailed: recycle")
+            # The existing connection keeps working while the listener reconnects.
+            writer.write(b"during")
+            assert await reader.readexactly(6) == b"during"
+            while not relay._channels or set(relay._channels) & set(channels):
+                await asyncio.sleep(0.01)
+            await rf.listener.wait_online(TIMEOUT)
+            writer.write(b"after")
+            assert await reader.readexactly(5) == b"after"
+            writer.close()
+            # And new connections are routed to the reconnected listener.
+            assert await roundtrip(local_port(lf), b"new one") == b"new one"
