@@ -307,3 +307,31 @@ async def test_listener_may_stream_its_response_before_reading_the_whole_request
         assert await asyncio.wait_for(resp.read(), TIMEOUT) == body
     await asyncio.wait_for(echo, TIMEOUT)
     rendezvous.close()
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "statuses"),
+    [
+        # A chunk size that is not hex: aiohttp's parser refuses it before anything is relayed.
+        ("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n", b"zz\r\nhello\r\n0\r\n\r\n", (400,)),
+        # A header far over the parser's limit.
+        ("GET /echo HTTP/1.1\r\nX-Big: " + "a" * 70_000 + "\r\n", b"", (400, 431)),
+    ],
+)
+async def test_malformed_or_oversize_requests_get_a_clear_status(relay: Relay, session, head, body, statuses):
+    listener = await RawListener.open(session, relay.url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    token = token_for(relay.url, "echo")
+    writer.write(
+        f"{head}Host: 127.0.0.1:{relay.port}\r\nServiceBusAuthorization: {token}\r\n\r\n".encode() + body
+    )
+    status_line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+    assert int(status_line.split()[1]) in statuses, status_line
+    writer.close()
+    # Nothing reached the listener, and the next request is served normally.
+    call = asyncio.ensure_future(session.get(f"{relay.http_url}/echo/next", headers=auth(relay)))
+    request = (await listener.next_command())["request"]
+    assert request["requestTarget"] == "/echo/next"
+    await respond(listener.ws, request["id"], 200, body=b"ok")
+    async with await asyncio.wait_for(call, TIMEOUT) as resp:
+        assert await resp.read() == b"ok"
