@@ -1,4 +1,4 @@
-"""Smoke run of the benchmark harness: ``scripts/bench --quick --scenarios 2`` (figures, never speed)."""
+"""Smoke runs of the benchmark harness: ``scripts/bench --quick``, scenarios 2 and 6 (figures, not speed)."""
 
 from __future__ import annotations
 
@@ -41,3 +41,29 @@ def test_quick_round_trip_scenario_writes_the_expected_json(tmp_path: Path) -> N
     assert target["scenario"] == "2 round trip"
     assert target["met"] in (True, False)
     assert (out / "chart.png").stat().st_size > 0
+
+
+def test_quick_forward_scenario_measures_hyco_direct_and_haproxy(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--quick", "--scenarios", "6", "--runs", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "6 forward TCP up" in proc.stdout
+    report = json.loads((out / "results.json").read_text())
+    (loop,) = report["loops"].values()
+    assert loop["errors"] == []
+    metrics = {m["key"]: m for m in loop["metrics"]}
+    assert set(metrics) == {"6-up", "6-down", "6-p50", "6-p99", "6-rate"}
+    for metric in metrics.values():
+        assert metric["median"]["hyco"] > 0
+        assert metric["median"]["direct"] > 0
+        if not report["haproxy"].startswith("absent"):
+            assert metric["median"]["haproxy"] > 0
+    (target,) = loop["targets"]
+    assert target["scenario"] == "6 forward"
+    assert target["met"] in (True, False)

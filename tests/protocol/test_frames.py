@@ -144,3 +144,36 @@ def test_close_payloads():
     assert parse_close(b"") == (1005, "")
     assert len(encode_close(1000, "x" * 500)) == 125
     assert Opcode.CLOSE.is_control and not Opcode.BINARY.is_control
+
+
+def frames_from(*frames: Frame):
+    queue = list(frames)
+
+    async def next_frame() -> Frame:
+        return queue.pop(0)
+
+    return next_frame
+
+
+async def test_read_text_assembles_fragments_and_checks_utf8():
+    from hyco.protocol.frames import read_text
+
+    source = frames_from(Frame(Opcode.TEXT, b"h\xc3", fin=False), Frame(Opcode.CONTINUATION, b"\xa9llo"))
+    assert await read_text(source) == "héllo"
+    with pytest.raises(RemoteProtocolError, match="UTF-8"):
+        await read_text(frames_from(Frame(Opcode.TEXT, b"\xff")))
+    with pytest.raises(RemoteProtocolError, match="text"):
+        await read_text(frames_from(Frame(Opcode.BINARY, b"x")))
+
+
+async def test_binary_payloads_stream_and_skip_empty_frames():
+    from hyco.protocol.frames import binary_payloads
+
+    source = frames_from(
+        Frame(Opcode.BINARY, b"", fin=False),
+        Frame(Opcode.CONTINUATION, b"ab", fin=False),
+        Frame(Opcode.CONTINUATION, b"", fin=True),
+    )
+    assert [p async for p in binary_payloads(source)] == [b"ab"]
+    with pytest.raises(RemoteProtocolError, match="binary"):
+        [p async for p in binary_payloads(frames_from(Frame(Opcode.TEXT, b"x")))]

@@ -31,7 +31,16 @@ from aiohttp._websocket.helpers import websocket_mask
 
 from hyco.client._net import NetOptions, error_for_status
 from hyco.exceptions import ConnectionLost, RelayTimeout, RemoteProtocolError
-from hyco.protocol.frames import Frame, FrameParser, Opcode, encode_close, encode_frame, parse_close
+from hyco.protocol.frames import (
+    Frame,
+    FrameParser,
+    Opcode,
+    binary_payloads,
+    encode_close,
+    encode_frame,
+    parse_close,
+    read_text,
+)
 
 __all__ = ["RawWebSocket"]
 
@@ -228,40 +237,12 @@ class RawWebSocket:
             return frame
 
     async def receive_text(self) -> str:
-        """Read one whole text message (a small JSON command).
+        """Read one whole text message (a small JSON command); raises as :func:`read_text`."""
+        return await read_text(self.receive_frame)
 
-        Raises:
-            RemoteProtocolError: the next message is not text, or not UTF-8.
-            ConnectionLost: see :meth:`receive_frame`.
-        """
-        frame = await self.receive_frame()
-        if frame.opcode is not Opcode.TEXT:
-            raise RemoteProtocolError("expected a text message on the rendezvous")
-        parts = [frame.payload]
-        while not frame.fin:
-            frame = await self.receive_frame()
-            parts.append(frame.payload)
-        try:
-            return b"".join(parts).decode()
-        except UnicodeDecodeError:
-            raise RemoteProtocolError("a text message on the rendezvous is not valid UTF-8") from None
-
-    async def receive_binary_stream(self) -> AsyncIterator[bytes]:
-        """Yield the payloads of the next binary message's frames as they arrive (empty ones skipped).
-
-        Raises:
-            RemoteProtocolError: the next message is not binary.
-            ConnectionLost: see :meth:`receive_frame`.
-        """
-        frame = await self.receive_frame()
-        if frame.opcode is not Opcode.BINARY:
-            raise RemoteProtocolError("expected a binary message on the rendezvous")
-        if frame.payload:
-            yield frame.payload
-        while not frame.fin:
-            frame = await self.receive_frame()
-            if frame.payload:
-                yield frame.payload
+    def receive_binary_stream(self) -> AsyncIterator[bytes]:
+        """The payloads of the next binary message's frames as they arrive; see :func:`binary_payloads`."""
+        return binary_payloads(self.receive_frame)
 
     # --- writing -------------------------------------------------------------------------------------
 

@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from hyco.exceptions import RemoteProtocolError
 
-__all__ = ["Frame", "FrameParser", "Opcode", "encode_close", "encode_frame", "parse_close"]
+__all__ = [
+    "Frame",
+    "FrameParser",
+    "Opcode",
+    "binary_payloads",
+    "encode_close",
+    "encode_frame",
+    "parse_close",
+    "read_text",
+]
 
 
 class Opcode(enum.IntEnum):
@@ -186,3 +195,44 @@ class FrameParser:
     def buffered(self) -> int:
         """Bytes received but not yet part of a complete frame."""
         return len(self._buffer)
+
+
+#: ``next_frame()``: the I/O layer's coroutine returning the next data frame (it answers control frames).
+NextFrame = Callable[[], Awaitable[Frame]]
+
+
+async def read_text(next_frame: NextFrame) -> str:
+    """Assemble one text message from the frames ``next_frame`` returns (for small JSON commands).
+
+    Raises:
+        RemoteProtocolError: the next message is not text, or not UTF-8.
+    """
+    frame = await next_frame()
+    if frame.opcode is not Opcode.TEXT:
+        raise RemoteProtocolError("expected a text message")
+    parts = [frame.payload]
+    while not frame.fin:
+        frame = await next_frame()
+        parts.append(frame.payload)
+    try:
+        return b"".join(parts).decode()
+    except UnicodeDecodeError:
+        raise RemoteProtocolError("a text message is not valid UTF-8") from None
+
+
+async def binary_payloads(next_frame: NextFrame) -> AsyncIterator[bytes]:
+    """Yield the payloads of the next binary message's frames as they arrive (empty ones skipped), so a
+    message of any size streams with bounded memory.
+
+    Raises:
+        RemoteProtocolError: the next message is not binary.
+    """
+    frame = await next_frame()
+    if frame.opcode is not Opcode.BINARY:
+        raise RemoteProtocolError("expected a binary message")
+    if frame.payload:
+        yield frame.payload
+    while not frame.fin:
+        frame = await next_frame()
+        if frame.payload:
+            yield frame.payload

@@ -87,13 +87,7 @@ class ControlChannel:
         Raises:
             ConnectionLost: the channel is closed or the write failed.
         """
-        async with self._send_lock:
-            if self.ws.closed:
-                raise ConnectionLost("the listener's control channel is closed")
-            try:
-                await self.ws.send_str(messages.encode(command))
-            except (ConnectionError, RuntimeError) as exc:
-                raise ConnectionLost("the listener's control channel broke") from exc
+        await self.send_with_body(command, None)
 
     async def send_with_body(self, command: messages.Command, body: bytes | None) -> None:
         """Send a command and, when ``body`` is not None, its body as the very next (binary) message.

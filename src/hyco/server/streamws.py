@@ -19,7 +19,16 @@ from aiohttp import web
 from aiohttp._websocket.helpers import websocket_mask
 
 from hyco.exceptions import ConnectionLost, RemoteProtocolError
-from hyco.protocol.frames import Frame, FrameParser, Opcode, encode_close, encode_frame, parse_close
+from hyco.protocol.frames import (
+    Frame,
+    FrameParser,
+    Opcode,
+    binary_payloads,
+    encode_close,
+    encode_frame,
+    parse_close,
+    read_text,
+)
 
 __all__ = ["StreamingWebSocket"]
 
@@ -142,38 +151,12 @@ class StreamingWebSocket:
             await self._ready.wait()
 
     async def receive_text(self) -> str:
-        """Read one complete text message (small: a JSON command).
+        """Read one whole text message (a small JSON command); raises as :func:`read_text`."""
+        return await read_text(self.receive_frame)
 
-        Raises:
-            RemoteProtocolError: the next message is not text, or not UTF-8.
-        """
-        frame = await self.receive_frame()
-        if frame.opcode is not Opcode.TEXT:
-            raise RemoteProtocolError("expected a text message")
-        parts = [frame.payload]
-        while not frame.fin:
-            frame = await self.receive_frame()
-            parts.append(frame.payload)
-        try:
-            return b"".join(parts).decode()
-        except UnicodeDecodeError:
-            raise RemoteProtocolError("text message is not valid UTF-8") from None
-
-    async def receive_binary_stream(self) -> AsyncIterator[bytes]:
-        """Yield the payloads of the next binary message's frames as they arrive (bounded memory).
-
-        Raises:
-            RemoteProtocolError: the next message is not binary.
-        """
-        frame = await self.receive_frame()
-        if frame.opcode is not Opcode.BINARY:
-            raise RemoteProtocolError("expected a binary message")
-        if frame.payload:
-            yield frame.payload
-        while not frame.fin:
-            frame = await self.receive_frame()
-            if frame.payload:
-                yield frame.payload
+    def receive_binary_stream(self) -> AsyncIterator[bytes]:
+        """The payloads of the next binary message's frames as they arrive; see :func:`binary_payloads`."""
+        return binary_payloads(self.receive_frame)
 
     # --- writing ---
 
