@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import zlib
 from collections.abc import AsyncIterator
@@ -97,6 +98,19 @@ class Env:
         args = ["holder", "--loop", self.options.loop, "--url", url, "--mode", mode]
         return await self._track(await spawn("holder", args))
 
+    async def tcp_server(self) -> Child:
+        """Scenario 6's plain TCP server; ``ready`` is ``127.0.0.1:PORT``."""
+        return await self._track(await spawn("tcp", ["tcp", "--loop", self.options.loop]))
+
+    async def forward(self, relay: Child, *, local: str | None = None, remote: str | None = None) -> Child:
+        """One side of ``hyco forward`` (``-L local`` or ``-R remote``) on ``relay``, in its own process."""
+        args = ["forward", "--loop", self.options.loop, "--relay", relay.ready]
+        args += ["--local", local] if local else ["--remote", remote or ""]
+        if chunk := os.environ.get("HYCO_BENCH_FORWARD_CHUNK"):  # experiments: another read size
+            args += ["--chunk-size", chunk]
+        name = "forward -L" if local else "forward -R"
+        return await self._track(await spawn(name, args))
+
     async def haproxy(self, direct: Child, maxconn: int = 9900) -> Child | None:
         if not self.options.haproxy:
             return None
@@ -146,7 +160,8 @@ class Env:
 
     @contextlib.asynccontextmanager
     async def profiled(self, relay: Child, name: str, enabled: bool = True) -> AsyncIterator[None]:
-        """Sample the relay process with py-spy while the block runs (``--profile``, first run only)."""
+        """Sample the relay process (or another child) with py-spy while the block runs (``--profile``,
+        first run only)."""
         out_dir, pyspy = self.options.profile_dir, self.options.pyspy
         if not enabled or out_dir is None or pyspy is None or self.options.run_index:
             yield

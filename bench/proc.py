@@ -11,6 +11,11 @@ closes (so nothing outlives the harness).
   (protocol.md 4.2) or over a request rendezvous with a streamed body (4.3).
 * ``holder --url URL [--relay]``: opens connections on ``open N`` (stdin), each proven alive by one echo, and
   holds them until ``close``; for the concurrency scenario.
+* ``tcp``: the plain TCP server of scenario 6 (:func:`serve_tcp`); prints ``ready 127.0.0.1:PORT``.
+* ``forward --relay URL (--local SPEC | --remote SPEC)``: one side of ``hyco forward`` (scenario 6): the
+  ``Forwarder`` the CLI builds from ``-L``/``-R`` and ``-x CONNSTR``, on the loop chosen with ``--loop``;
+  prints ``ready ADDR`` (``-L``: where it listens) once it serves (``-R``: once its control channel is
+  online).
 
 The WebSocket application (:func:`serve_ws`): a binary message is echoed; text ``sink N`` reads N bytes of
 binary messages and answers ``ok N CRC32``; text ``source N`` sends N bytes in 64 KiB messages, then
@@ -40,7 +45,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp._websocket.helpers import websocket_mask
 
-from bench.common import BLOCK, MSG, SMALL, auth_headers, connect_url, listen_url, run
+from bench.common import BLOCK, KEY, KEY_NAME, MSG, SMALL, auth_headers, connect_url, listen_url, run
 from hyco.protocol.frames import FrameParser, Opcode
 
 WS_MAX = 16 * 1024 * 1024
@@ -374,6 +379,72 @@ async def holder_main(args: argparse.Namespace) -> None:
                 print("closed", flush=True)
 
 
+# --- scenario 6: a plain TCP server and the two sides of hyco forward ------------------------------
+
+#: Largest read of the TCP server and clients of scenario 6; writes go in 16 x 64 KiB pieces.
+TCP_READ = 1 << 20
+BIG = BLOCK * 16
+
+
+async def serve_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Commands, one per line, on one connection until EOF: ``sink N`` reads N bytes and answers
+    ``ok N CRC32``; ``source N`` sends N bytes of the repeated block; ``echo`` echoes everything until EOF.
+    """
+    try:
+        while line := (await reader.readline()).decode().split():
+            if line[0] == "echo":
+                while data := await reader.read(TCP_READ):
+                    writer.write(data)
+                    await writer.drain()
+                break
+            size = int(line[1])
+            if line[0] == "sink":
+                crc = got = 0
+                while got < size:
+                    data = await reader.read(min(TCP_READ, size - got))
+                    if not data:
+                        return
+                    crc = zlib.crc32(data, crc)
+                    got += len(data)
+                writer.write(f"ok {got} {crc}\n".encode())
+                await writer.drain()
+            elif line[0] == "source":
+                sent = 0
+                while sent < size:
+                    piece = BIG if size - sent >= len(BIG) else BIG[: size - sent]
+                    writer.write(piece)
+                    await writer.drain()
+                    sent += len(piece)
+    except (ConnectionError, ValueError, IndexError):
+        pass
+    finally:
+        writer.close()
+
+
+async def tcp_main(args: argparse.Namespace) -> None:
+    server = await asyncio.start_server(serve_tcp, "127.0.0.1", 0, limit=4 * TCP_READ, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+    print(f"ready 127.0.0.1:{port}", flush=True)
+    await until_stopped()
+    server.close()
+
+
+async def forward_main(args: argparse.Namespace) -> None:
+    from hyco.tools.forward import Forwarder, LocalForward, RelayCredentials, RemoteForward
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    connection_string = f"Endpoint={args.relay}/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY}"
+    credentials = RelayCredentials.from_connection_string(connection_string)
+    local = [LocalForward.parse(args.local)] if args.local else []
+    remote = [RemoteForward.parse(args.remote)] if args.remote else []
+    options = {"chunk_size": args.chunk_size} if args.chunk_size else {}  # default: the CLI's (64 KiB)
+    async with Forwarder(local, remote, credentials, **options) as forwarder:
+        await forwarder.wait_online(30)
+        addresses = [a for f in forwarder.local for a in f.addresses]
+        print("ready " + (f"{addresses[0][0]}:{addresses[0][1]}" if addresses else "online"), flush=True)
+        await until_stopped()
+
+
 # --- plumbing -------------------------------------------------------------------------------------
 
 
@@ -400,15 +471,25 @@ async def until_stopped() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.proc")
-    parser.add_argument("kind", choices=["relay", "direct", "listener", "holder"])
+    parser.add_argument("kind", choices=["relay", "direct", "listener", "holder", "tcp", "forward"])
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--config")
     parser.add_argument("--relay")
     parser.add_argument("--url")
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--mode", choices=["relay", "direct"], default="direct")
+    parser.add_argument("--local", help="forward: a -L mapping, e.g. 127.0.0.1:0:bench")
+    parser.add_argument("--remote", help="forward: a -R mapping, e.g. bench:127.0.0.1:PORT")
+    parser.add_argument("--chunk-size", type=int, default=0, help="forward: largest read (experiments only)")
     args = parser.parse_args()
-    entry = {"relay": relay_main, "direct": direct_main, "listener": listener_main, "holder": holder_main}
+    entry = {
+        "relay": relay_main,
+        "direct": direct_main,
+        "listener": listener_main,
+        "holder": holder_main,
+        "tcp": tcp_main,
+        "forward": forward_main,
+    }
     with contextlib.suppress(KeyboardInterrupt):
         run(entry[args.kind](args), args.loop)
 
