@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from datetime import datetime
 
 import click
 
+from hyco.cli._loop import run
 from hyco.cli.token import make_token_provider, ssl_setting, tls_options
 from hyco.client.listener import HybridConnectionListener
 from hyco.exceptions import HycoError
@@ -123,7 +123,7 @@ def command(
             on_online=report_state,
             on_offline=report_state,
         )
-        asyncio.run(
+        run(
             expose(
                 listener,
                 target=target,

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from hyco.cli._loop import run
 from hyco.cli.token import ssl_setting, tls_options
 from hyco.exceptions import (
     AuthorizationFailed,
@@ -399,7 +400,7 @@ def command(
             udp_idle_timeout=float(idle) if idle is not None else DEFAULT_UDP_IDLE_TIMEOUT,
             bind_address=bind_address or settings.get("bind_address"),
         )
-        asyncio.run(_run(forwarder))
+        run(_run(forwarder))
     except KeyboardInterrupt:
         pass
     except (AuthorizationFailed, Forbidden) as exc:

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from hyco.cli._loop import run
 from hyco.cli.send import pipe_stream
 from hyco.cli.token import credential_options, make_token_provider, ssl_setting, tls_options
 from hyco.client.listener import HybridConnectionListener
@@ -137,7 +138,7 @@ def command(
             on_online=report,
             on_offline=report,
         )
-        asyncio.run(_serve(listener, chosen, shell_command, once))
+        run(_serve(listener, chosen, shell_command, once))
     except KeyboardInterrupt:
         _status("interrupted")
     except HycoError as exc:

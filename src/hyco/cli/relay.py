@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from hyco.cli._loop import run
 from hyco.exceptions import InvalidConfig
 
 if TYPE_CHECKING:
@@ -201,9 +202,4 @@ def _run(
                 f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
             ) from None
 
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run(main())

@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 import click
 
+from hyco.cli._loop import run
 from hyco.cli.token import credential_options, make_token_provider, ssl_setting, tls_options
 from hyco.client.sender import HybridConnectionClient
 from hyco.client.stream import HybridConnectionStream
@@ -105,7 +106,7 @@ def command(
             connect_timeout=connect_timeout,
             proxy=proxy,
         )
-        asyncio.run(_send(client, extra, subprotocols))
+        run(_send(client, extra, subprotocols))
     except ConnectionRejected as exc:
         click.echo(
             f"Error: the listener rejected the connection: {exc.http_status} {exc.description}", err=True

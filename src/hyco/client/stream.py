@@ -152,8 +152,11 @@ class HybridConnectionStream:
         if self._end is not None:
             return self._end
         try:
-            async with asyncio.timeout(limit):
+            if limit is None:  # the common case: no timeout context per read
                 item = await self._queue.get()
+            else:
+                async with asyncio.timeout(limit):
+                    item = await self._queue.get()
         except TimeoutError:
             raise RelayTimeout(f"no data arrived within {limit} s (read timeout)") from None
         if isinstance(item, _End):
@@ -176,13 +179,16 @@ class HybridConnectionStream:
             RelayTimeout: nothing arrived within ``read_timeout``.
         """
         self._check_readable()
-        while not self._buffer:
+        if not self._buffer:
             item = await self._next_item(self.read_timeout)
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error
                 return b""
-            self._buffer += item.encode() if isinstance(item, str) else item
+            data = item.encode() if isinstance(item, str) else item
+            if n < 0 or n >= len(data):
+                return data  # a whole message: hand it over without copying
+            self._buffer += data
         if n < 0 or n >= len(self._buffer):
             data = bytes(self._buffer)
             self._buffer.clear()
@@ -247,11 +253,11 @@ class HybridConnectionStream:
             raise self._broken
         async with self._write_lock:
             try:
-                async with asyncio.timeout(self.write_timeout):
-                    if isinstance(data, str):
-                        await self._ws.send_str(data)
-                    else:
-                        await self._ws.send_bytes(data)
+                if self.write_timeout is None:  # the common case: no timeout context per write
+                    await self._send_now(data)
+                else:
+                    async with asyncio.timeout(self.write_timeout):
+                        await self._send_now(data)
             except TimeoutError:
                 # A frame may be half written: the stream cannot be trusted any more.
                 self._broken = StreamBroken(
@@ -263,6 +269,12 @@ class HybridConnectionStream:
                 broken = self._broken or StreamBroken(f"the connection broke: {exc}", close_code=1006)
                 raise broken from exc
 
+    async def _send_now(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            await self._ws.send_str(data)
+        else:
+            await self._ws.send_bytes(data)
+
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as one binary message.
 
@@ -271,7 +283,7 @@ class HybridConnectionStream:
             StreamBroken: the connection broke.
             RelayTimeout: the write did not finish within ``write_timeout`` (the stream is then broken).
         """
-        await self._send(bytes(data))
+        await self._send(data if isinstance(data, bytes) else bytes(data))
 
     async def drain(self) -> None:
         """Wait until written data has been handed to the network (writes already wait; kept for
