@@ -718,3 +718,25 @@ async def test_pings_are_answered_and_silent_listeners_are_dropped(relay_factory
     await session.ws_connect(command["accept"]["address"])
     await asyncio.wait_for(task, TIMEOUT)
     reader.cancel()
+
+
+async def test_waiting_senders_are_bounded_by_max_pending(relay_factory, session):
+    relay = await relay_factory(limits=Limits(max_pending=1, accept_timeout=5))
+    listener = await RawListener.open(session, relay.url)
+    first = asyncio.ensure_future(send_connect(session, relay.url))
+    address = (await listener.next_command())["accept"]["address"]
+    # One sender is parked; the next one (WebSocket or HTTP) is refused at once with 503.
+    err = await handshake_error(send_connect(session, relay.url))
+    assert err.status == 503
+    assert "ServerBusy" in err.message
+    async with session.get(
+        f"{relay.http_url}/echo", headers={"ServiceBusAuthorization": token_for(relay.url, "echo")}
+    ) as resp:
+        assert resp.status == 503
+    await session.ws_connect(address)
+    await asyncio.wait_for(first, TIMEOUT)
+    # Once the first is spliced, there is room again.
+    task = asyncio.ensure_future(send_connect(session, relay.url))
+    address = (await listener.next_command())["accept"]["address"]
+    await session.ws_connect(address)
+    await asyncio.wait_for(task, TIMEOUT)

@@ -218,8 +218,16 @@ class Relay:
         except RelayError as exc:
             return self._error_response(request, exc, tracking_id)
 
+    def _check_pending(self) -> None:
+        limit = self.config.limits.max_pending
+        if len(self._rendezvous) + len(self._http) >= limit:
+            raise ServerBusy(
+                f"ServerBusy: {limit} connections and requests already wait for listeners; retry later."
+            )
+
     async def _forward(self, request: web.Request, raw_path: str, tracking_id: str) -> web.StreamResponse:
         hc, suffix = self._registry.find(raw_path)
+        self._check_pending()
         ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
         if ident and len(ident) <= 128:
             tracking_id = ident.partition("_")[0]
@@ -364,6 +372,7 @@ class Relay:
             _split_ids(request.headers.get(ALLOWED_LISTENERS)),
             _split_ids(request.headers.get(DISALLOWED_LISTENERS)),
         )
+        self._check_pending()
         pending = self._rendezvous.open(tracking_id)
         spliced = False
         try:

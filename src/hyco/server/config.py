@@ -141,6 +141,8 @@ class Limits:
         ping_interval: seconds between the relay's pings on control channels (a dead listener is dropped
             when a pong does not come back within half of it); 0 disables.
         shutdown_timeout: seconds to let splices finish on shutdown before they are cut.
+        max_pending: senders waiting for a listener plus relayed HTTP requests in flight, at most; more are
+            refused with 503 so a flood of senders cannot exhaust the relay's memory or sockets.
     """
 
     max_listeners: int = 25
@@ -151,6 +153,7 @@ class Limits:
     max_control_message_size: int = 1024 * 1024
     ping_interval: float = 60.0
     shutdown_timeout: float = 5.0
+    max_pending: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
