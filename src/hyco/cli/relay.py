@@ -168,6 +168,10 @@ def _banner(
         )
         out("  connection string (add ;EntityPath=NAME for one hybrid connection):")
         out(f"    {conn}")
+        if config.server.create_on_listen:
+            out("  try it:")
+            out(f"    hyco listen '{conn};EntityPath=echo' --echo &")
+            out(f"    echo hello | hyco send '{conn};EntityPath=echo'")
     paths = [hc.path for hc in config.hybrid_connections]
     if paths:
         out(f"  hybrid connections: {', '.join(paths)}")
