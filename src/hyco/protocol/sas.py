@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -152,6 +153,7 @@ def verify_signature(token: SasToken, key: str) -> bool:
     return ok
 
 
+@functools.lru_cache(maxsize=1024)  # every relayed HTTP request checks the audience of a reused token
 def _split_audience(audience: str) -> tuple[str, str] | None:
     try:
         parts = urlsplit(audience.strip())
