@@ -177,3 +177,21 @@ async def test_binary_payloads_stream_and_skip_empty_frames():
     assert [p async for p in binary_payloads(source)] == [b"ab"]
     with pytest.raises(RemoteProtocolError, match="binary"):
         [p async for p in binary_payloads(frames_from(Frame(Opcode.TEXT, b"x")))]
+
+
+async def test_read_text_refuses_endless_continuations():
+    from hyco.protocol.frames import read_text
+
+    def endless():
+        first = True
+
+        async def next_frame() -> Frame:
+            nonlocal first
+            opcode = Opcode.TEXT if first else Opcode.CONTINUATION
+            first = False
+            return Frame(opcode, b"x" * 1000, fin=False)
+
+        return next_frame
+
+    with pytest.raises(RemoteProtocolError, match="longer than 5000 bytes"):
+        await read_text(endless(), max_size=5000)

@@ -335,3 +335,79 @@ async def test_malformed_or_oversize_requests_get_a_clear_status(relay: Relay, s
     await respond(listener.ws, request["id"], 200, body=b"ok")
     async with await asyncio.wait_for(call, TIMEOUT) as resp:
         assert await resp.read() == b"ok"
+
+
+def slow_config(**limits):
+    from hyco.server import Limits
+
+    return {
+        "hybrid_connections": (HybridConnectionConfig("slow", request_timeout=0.5),),
+        "authorization_rules": (AuthorizationRule(KEY_NAME, Secret(KEY), frozenset({Right.MANAGE})),),
+        "limits": Limits(**limits),
+    }
+
+
+async def test_a_listener_that_stops_reading_cannot_hang_senders(relay_factory, session):
+    relay = await relay_factory(**slow_config(accept_timeout=0.5))
+    listener = await RawListener.open(session, relay.url, "slow")  # never reads its control channel
+    body = b"x" * 60_000
+
+    async def post() -> int:
+        async with session.post(f"{relay.http_url}/slow", data=body, headers=auth(relay, "slow")) as resp:
+            return resp.status
+
+    statuses = await asyncio.wait_for(asyncio.gather(*(post() for _ in range(200))), 3 * TIMEOUT)
+    assert set(statuses) <= {502, 504}, statuses
+    assert 502 in statuses  # the relay dropped the listener that stopped reading
+    assert listener.ws is not None
+
+
+async def test_a_rendezvous_the_listener_never_answers_is_closed_after_the_504(relay_factory, session):
+    relay = await relay_factory(**slow_config())
+    listener = await RawListener.open(session, relay.url, "slow")
+    call = asyncio.ensure_future(
+        session.post(f"{relay.http_url}/slow", data=io.BytesIO(b"y" * 100_000), headers=auth(relay, "slow"))
+    )
+    stub = (await listener.next_command())["request"]
+    rendezvous = await session.ws_connect(stub["address"], max_msg_size=0)
+    async with await asyncio.wait_for(call, TIMEOUT) as resp:
+        assert resp.status == 504
+    while True:  # the request and its body arrive first; then the relay closes the socket
+        msg = await rendezvous.receive(TIMEOUT)
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            break
+    assert msg.type is WSMsgType.CLOSE and msg.data == 1001
+
+
+async def test_a_sender_that_stops_reading_does_not_hold_the_exchange(relay_factory, session):
+    from tests.server.rawclient import RawStreamClient
+
+    relay = await relay_factory(**slow_config())
+    listener = await RawListener.open(session, relay.url, "slow")
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    token = token_for(relay.url, "slow")
+    head = f"GET /slow HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\nServiceBusAuthorization: {token}\r\n\r\n"
+    writer.write(head.encode())
+    request = (await listener.next_command())["request"]
+    rendezvous = await RawStreamClient.connect(request["address"])
+    await rendezvous.send_text(
+        json.dumps({"response": {"requestId": request["id"], "statusCode": 200, "body": True}})
+    )
+
+    async def endless():
+        while True:
+            yield b"z" * 65536
+
+    streaming = asyncio.ensure_future(rendezvous.send_binary_stream(endless()))
+    # The sender never reads: once its socket is full, the relay gives up after request_timeout.
+    for _ in range(int(TIMEOUT / 0.05)):
+        async with session.get(f"{relay.http_url}/$health") as resp:
+            if (await resp.json())["http_requests_in_flight"] == 0:
+                break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the exchange is still held")
+    streaming.cancel()
+    rendezvous.close()
+    writer.close()
+    del reader

@@ -740,3 +740,38 @@ async def test_waiting_senders_are_bounded_by_max_pending(relay_factory, session
     address = (await listener.next_command())["accept"]["address"]
     await session.ws_connect(address)
     await asyncio.wait_for(task, TIMEOUT)
+
+
+async def test_unauthenticated_listens_create_nothing_and_idle_entities_go_away(relay_factory, session):
+    from hyco.server import ServerConfig
+
+    relay = await relay_factory(
+        server=ServerConfig(host="127.0.0.1", port=0, create_on_listen=True),
+        limits=Limits(max_hybrid_connections=4),  # 3 configured + room for exactly one more
+    )
+    for i in range(10):
+        err = await handshake_error(session.ws_connect(listen_url(relay.url, f"junk{i}")))
+        assert err.status == 401
+    listener = await RawListener.open(session, relay.url, "fresh")  # would be 403 if junk had been created
+    await listener.ws.close()
+    for _ in range(200):
+        async with session.get(f"{relay.http_url}/$health") as resp:
+            if (await resp.json())["listeners"] == 0:
+                break
+        await asyncio.sleep(0.01)
+    err = await handshake_error(send_connect(session, relay.url, "fresh"))
+    assert err.status == 404
+    assert "does not exist" in err.message
+    # The freed slot can be used by another new entity.
+    other = await RawListener.open(session, relay.url, "another")
+    await other.ws.close()
+
+
+async def test_client_tracking_ids_with_control_characters_are_replaced(relay: Relay, session):
+    url = f"{relay.url}/$hc/open?sb-hc-action=connect&sb-hc-id=abc%0d%0aX-Injected:1"
+    err = await handshake_error(session.ws_connect(url))
+    assert err.status == 404
+    async with session.get(f"{relay.http_url}/open?sb-hc-id=abc%0d%0aX:1") as resp:
+        assert resp.status == 502
+        assert "\r" not in resp.headers["TrackingId"] and "X:1" not in resp.headers["TrackingId"]
+        assert "X-Injected" not in resp.headers

@@ -201,19 +201,31 @@ class FrameParser:
 NextFrame = Callable[[], Awaitable[Frame]]
 
 
-async def read_text(next_frame: NextFrame) -> str:
+#: Largest text message :func:`read_text` assembles by default: text messages here are JSON commands, which
+#: official clients keep within 64 KiB (protocol.md 2.2); the margin is for headers-heavy requests.
+MAX_TEXT_MESSAGE = 1024 * 1024
+
+
+async def read_text(next_frame: NextFrame, max_size: int = MAX_TEXT_MESSAGE) -> str:
     """Assemble one text message from the frames ``next_frame`` returns (for small JSON commands).
 
     Raises:
-        RemoteProtocolError: the next message is not text, or not UTF-8.
+        RemoteProtocolError: the next message is not text, not UTF-8, or longer than ``max_size`` bytes (a
+            peer streaming continuation frames forever must not grow memory without bound).
     """
     frame = await next_frame()
     if frame.opcode is not Opcode.TEXT:
         raise RemoteProtocolError("expected a text message")
     parts = [frame.payload]
+    size = len(frame.payload)
     while not frame.fin:
+        if size > max_size:
+            break
         frame = await next_frame()
         parts.append(frame.payload)
+        size += len(frame.payload)
+    if size > max_size:
+        raise RemoteProtocolError(f"a text message is longer than {max_size} bytes")
     try:
         return b"".join(parts).decode()
     except UnicodeDecodeError:

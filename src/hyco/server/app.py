@@ -83,6 +83,18 @@ def _new_tracking_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
+_TRACKING_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+def _client_tracking_id(ident: str | None) -> str | None:
+    """The GUID part of a client's ``sb-hc-id`` (before the first ``_``, protocol.md 1.5), if it is safe to
+    echo in headers and logs; None otherwise (the relay then makes its own)."""
+    if not ident:
+        return None
+    head = ident.partition("_")[0]
+    return head if _TRACKING_ID.fullmatch(head) else None
+
+
 def _split_ids(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
@@ -200,7 +212,7 @@ class Relay:
                     target = parse_websocket_target(raw_path, request.rel_url.raw_query_string)
                 except InvalidURI as exc:
                     raise RelayError(f"Bad request: {exc.reason}.", http_status=400) from None
-                tracking_id = (target.id or tracking_id).partition("_")[0]
+                tracking_id = _client_tracking_id(target.id) or tracking_id
                 if request.headers.get("Upgrade", "").lower() != "websocket":
                     raise RelayError(
                         "Bad request: /$hc/ URLs take WebSocket upgrades; send plain HTTP requests to "
@@ -229,8 +241,7 @@ class Relay:
         hc, suffix = self._registry.find(raw_path)
         self._check_pending()
         ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
-        if ident and len(ident) <= 128:
-            tracking_id = ident.partition("_")[0]
+        tracking_id = _client_tracking_id(ident) or tracking_id
         allowed = _split_ids(request.headers.get(ALLOWED_LISTENERS))
         disallowed = _split_ids(request.headers.get(DISALLOWED_LISTENERS))
         return await self._http.forward(
@@ -316,6 +327,7 @@ class Relay:
         hc = self._registry.find_for_listener(target.path)
         token_text = request.headers.get(SB_AUTH_HEADER) or target.token
         token = self._authorize(request, token_text, hc, Right.LISTEN)
+        hc = self._registry.register(hc)  # only after the token checked out
         limits = self.config.limits
         ws = new_websocket(
             protocol=None,
@@ -333,6 +345,8 @@ class Relay:
             token_grace=limits.token_grace,
             on_response=self._http.on_control_response,
             on_invalid_response=self._http.on_invalid_response,
+            send_timeout=limits.accept_timeout,
+            transport=request.transport,
         )
         hc.add_listener(channel, limits.max_listeners)  # reserve the slot before the first await
         try:
@@ -348,6 +362,7 @@ class Relay:
             await channel.run()
         finally:
             hc.remove_listener(channel)
+            self._registry.release(hc)
             self._channels.discard(channel)
             if ws.prepared:
                 log.info(

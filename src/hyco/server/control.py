@@ -42,6 +42,9 @@ class ControlChannel:
         token_grace: seconds past the token's expiry before the channel is closed.
         on_response: takes a listener's ``response`` and its body; returns False for an unknown request.
         on_invalid_response: takes a request id and what is wrong with its response; False if unknown.
+        send_timeout: seconds a command may wait for the listener's socket to take it; a listener that stops
+            reading is dropped then (its senders must not hang, and it reconnects).
+        transport: the channel's TCP transport, dropped when a send times out.
     """
 
     def __init__(
@@ -56,8 +59,12 @@ class ControlChannel:
         token_grace: float,
         on_response: Callable[[messages.Response, bytes | None], bool] = lambda r, b: False,
         on_invalid_response: Callable[[str, str], bool] = lambda i, r: False,
+        send_timeout: float = 30.0,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
         self.ws = ws
+        self._send_timeout = send_timeout
+        self._transport = transport
         self.path = path
         self._listener_id = listener_id
         self.base_url = base_url
@@ -97,15 +104,26 @@ class ControlChannel:
         Raises:
             ConnectionLost: the channel is closed or the write failed.
         """
-        async with self._send_lock:
-            if self.ws.closed:
-                raise ConnectionLost("the listener's control channel is closed")
-            try:
+        try:
+            async with asyncio.timeout(self._send_timeout), self._send_lock:
+                if self.ws.closed:
+                    raise ConnectionLost("the listener's control channel is closed")
                 await self.ws.send_str(messages.encode(command))
                 if body is not None:
                     await self.ws.send_bytes(body)
-            except (ConnectionError, RuntimeError) as exc:
-                raise ConnectionLost("the listener's control channel broke") from exc
+        except TimeoutError:
+            log.warning(
+                "listener %s on %s: not reading its control channel for %g s; dropping it",
+                self.listener_id,
+                self.path,
+                self._send_timeout,
+            )
+            self.close_reason = "stopped reading"
+            if self._transport is not None:
+                self._transport.close()
+            raise ConnectionLost("the listener's control channel stopped taking commands") from None
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConnectionLost("the listener's control channel broke") from exc
 
     async def close(self, code: int, reason: str) -> None:
         """Close the channel with ``code`` (1001 on shutdown, 1008 for policy)."""

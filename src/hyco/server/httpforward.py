@@ -83,6 +83,7 @@ class Exchange:
     rendezvous: asyncio.Future[StreamingWebSocket] = field(default_factory=asyncio.Future)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     body_source: AsyncIterator[bytes] | None = None
+    answered_on_rendezvous: bool = False
 
     def fail(self, exc: Exception) -> None:
         """Fail the exchange if it is still waiting for a response."""
@@ -171,6 +172,10 @@ class HttpForwarder:
         finally:
             self._exchanges.pop(exchange.id, None)
             exchange.finished.set()
+            if exchange.rendezvous.done() and not exchange.answered_on_rendezvous:
+                # The listener dialed but never answered there (504, or the sender left): close its socket
+                # so its handler and the listener both learn the request is over.
+                await exchange.rendezvous.result().close(1001, "The request ended.")
             exchange.fail(ConnectionLost("the exchange ended"))
             if exchange.response.done() and not exchange.response.cancelled():
                 exchange.response.exception()  # mark retrieved
@@ -292,7 +297,15 @@ class HttpForwarder:
                 if request.transport is not None:
                     request.transport.close()
                 return response
-            await response.write(chunk)
+            try:
+                # A sender that stops reading must not hold the exchange (and a max_pending slot) forever.
+                async with asyncio.timeout(timeout):
+                    await response.write(chunk)
+            except TimeoutError:
+                log.warning("http sender stopped reading for %g s; aborting", timeout)
+                if request.transport is not None:
+                    request.transport.close()
+                return response
         await response.write_eof()
         return response
 
@@ -327,6 +340,7 @@ class HttpForwarder:
             if not isinstance(command, messages.Response) or command.request_id != exchange.id:
                 raise RemoteProtocolError("expected the response to this request on its rendezvous")
             body = ws.receive_binary_stream() if command.body else None
+            exchange.answered_on_rendezvous = True
             if not exchange.response.done():
                 exchange.response.set_result(ResponseStart(command, body))
             await exchange.finished.wait()

@@ -128,14 +128,14 @@ class Registry:
         raise EndpointNotFound("Endpoint does not exist.")
 
     def find_for_listener(self, raw_path: str) -> HybridConnection:
-        """The hybrid connection a listener opens: an exact path, created if the relay allows it.
+        """The hybrid connection a listener opens: the exact path, or a new, *unregistered* one when the
+        relay creates entities on listen. Check the listener's token against it, then :meth:`register` it:
+        a request without a valid token must never create anything.
 
         Raises:
             EndpointNotFound: unknown path and creation is off, or the path is not a valid entity name.
-            QuotaExceeded: creation would exceed the namespace's limit.
         """
-        key = raw_path.strip("/").lower()
-        hc = self._by_path.get(key)
+        hc = self._by_path.get(raw_path.strip("/").lower())
         if hc is not None:
             return hc
         if not self._create_on_listen:
@@ -144,10 +144,27 @@ class Registry:
             path = validate_entity_path(raw_path)
         except ValueError as exc:
             raise EndpointNotFound(f"Endpoint does not exist and cannot be created: {exc}") from None
+        return HybridConnection(HybridConnectionConfig(path=path), auto_created=True)
+
+    def register(self, hc: HybridConnection) -> HybridConnection:
+        """Add a hybrid connection from :meth:`find_for_listener`; returns the registered one (an existing
+        entity of the same path wins).
+
+        Raises:
+            QuotaExceeded: the namespace already has ``max_hybrid_connections``.
+        """
+        key = hc.path.lower()
+        existing = self._by_path.get(key)
+        if existing is not None:
+            return existing
         if len(self._by_path) >= self._max:
             raise QuotaExceeded(
                 f"the namespace already has {self._max} hybrid connections, the most allowed."
             )
-        hc = HybridConnection(HybridConnectionConfig(path=path), auto_created=True)
         self._by_path[key] = hc
         return hc
+
+    def release(self, hc: HybridConnection) -> None:
+        """Forget an auto-created hybrid connection once its last listener is gone (configured ones stay)."""
+        if hc.auto_created and not hc.listeners and self._by_path.get(hc.path.lower()) is hc:
+            del self._by_path[hc.path.lower()]
