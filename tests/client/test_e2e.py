@@ -411,3 +411,25 @@ async def test_abort_sends_an_error_close_and_wakes_a_pending_read(relay) -> Non
             await asyncio.wait_for(accepted.read(), TIMEOUT)
         assert info.value.close_code == 1011
         await accepted.close()
+
+
+async def test_listener_rejects_senders_beyond_max_pending_accepts(relay) -> None:
+    from hyco import ConnectionRejected, HybridConnectionClient, HybridConnectionListener, ServerBusy
+    from hyco import TokenProvider as TP
+
+    tokens = TP.from_shared_access_key(KEY_NAME, KEY)
+    address = f"{relay.url}/echo"
+    async with HybridConnectionListener(address, tokens, max_pending_accepts=2) as listener:
+        client = HybridConnectionClient(address, tokens)
+        first = await asyncio.wait_for(client.connect(), TIMEOUT)
+        second = await asyncio.wait_for(client.connect(), TIMEOUT)
+        # Nobody called accept(): the third sender is turned away instead of piling up.
+        with pytest.raises((ServerBusy, ConnectionRejected)) as info:
+            await asyncio.wait_for(client.connect(), TIMEOUT)
+        assert info.value.http_status == 503
+        assert "waiting" in info.value.description
+        taken = await asyncio.wait_for(listener.accept(), TIMEOUT)
+        third = await asyncio.wait_for(client.connect(), TIMEOUT)  # room again
+        for stream in (first, second, third):
+            await stream.abort()
+        await taken.abort()

@@ -165,7 +165,7 @@ async def _send_response(
         return
     # Inline request: stay on the control channel if the body is small and ready quickly (4.2).
     head = b""
-    rest: AsyncIterator[bytes] | None = None
+    rest: _Rest | None = None
     if isinstance(source, bytes):
         head = source
     elif source is not None:
@@ -180,14 +180,19 @@ async def _send_response(
     if rest is None and len(head) <= MAX_INLINE_BODY and len(text) <= MAX_INLINE_JSON:
         await serving.send_control(text, head if source is not None else None)
         return
-    rendezvous = await serving.dial(command.address)
+    try:
+        rendezvous = await serving.dial(command.address)
+    except BaseException:
+        if rest is not None:
+            await rest.aclose()  # the step in flight and the handler's body must not be left running
+        raise
     try:
         await _respond_on_rendezvous(rendezvous, command.id, response, rest, request.body, head)
     finally:
         rendezvous.abort()
 
 
-async def _buffer_head(source: AsyncIterable[bytes]) -> tuple[bytes, AsyncIterator[bytes] | None]:
+async def _buffer_head(source: AsyncIterable[bytes]) -> tuple[bytes, _Rest | None]:
     """Read ``source`` until it ends (-> ``(body, None)``) or passes 64 KiB or 2 s (-> ``(head, rest)``)."""
     iterator = aiter(source)
     parts: list[bytes] = []
@@ -199,7 +204,7 @@ async def _buffer_head(source: AsyncIterable[bytes]) -> tuple[bytes, AsyncIterat
         step = asyncio.ensure_future(anext(iterator))
         done, _ = await asyncio.wait({step}, timeout=max(0.0, deadline - loop.time()))
         if not done:
-            return b"".join(parts), _chain_pending(step, iterator)
+            return b"".join(parts), _Rest(step, iterator)
         try:
             chunk = step.result()
         except StopAsyncIteration:
@@ -207,19 +212,32 @@ async def _buffer_head(source: AsyncIterable[bytes]) -> tuple[bytes, AsyncIterat
         parts.append(chunk)
         size += len(chunk)
         if size > MAX_INLINE_BODY:
-            return b"".join(parts), _chain_pending(None, iterator)
+            return b"".join(parts), _Rest(None, iterator)
 
 
-async def _chain_pending(
-    step: asyncio.Future[bytes] | None, iterator: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    if step is not None:
-        try:
-            yield await step
-        except StopAsyncIteration:
-            return
-    async for chunk in iterator:
-        yield chunk
+class _Rest:
+    """The rest of a response body after its inline head: the read already in flight, then the iterator."""
+
+    def __init__(self, step: asyncio.Future[bytes] | None, iterator: AsyncIterator[bytes]) -> None:
+        self._step = step
+        self._iterator = iterator
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        step, self._step = self._step, None
+        if step is not None:
+            try:
+                yield await step
+            except StopAsyncIteration:
+                return
+        async for chunk in self._iterator:
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Abandon the body: cancel the read in flight and close the handler's iterator."""
+        step, self._step = self._step, None
+        if step is not None:
+            step.cancel()
+        await _close_iterable(self._iterator)
 
 
 async def _close_iterable(body: AsyncIterable[bytes]) -> None:

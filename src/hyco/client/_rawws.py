@@ -160,10 +160,14 @@ class RawWebSocket:
             if writer is not None:
                 writer.transport.abort()
             raise RelayTimeout(f"{what} timed out after {timeout} s", http_status=408) from exc
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, RemoteProtocolError) as exc:
             if writer is not None:
                 writer.transport.abort()
             raise ConnectionLost(f"{what} failed: could not reach the relay ({exc})") from exc
+        except BaseException:  # cancelled (the listener is closing): never leave the socket behind
+            if writer is not None:
+                writer.transport.abort()
+            raise
         try:
             status, reason, response_headers = _parse_head(head)
         except RemoteProtocolError as exc:
@@ -192,17 +196,20 @@ class RawWebSocket:
         if not proxy.hostname:
             raise OSError(f"bad proxy URL {options.proxy!r}")
         reader, writer = await asyncio.open_connection(proxy.hostname, proxy.port or 80, limit=_MAX_HEAD)
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
-        lines += [f"{name}: {value}" for name, value in options.proxy_headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        await writer.drain()
-        status, reason, _ = _parse_head(await reader.readuntil(b"\r\n\r\n"))
-        if status != 200:
-            writer.transport.abort()
-            raise OSError(f"the proxy refused the tunnel: {status} {reason}")
-        if context is not None:
-            await writer.start_tls(context, server_hostname=host)
+        try:
+            authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+            lines += [f"{name}: {value}" for name, value in options.proxy_headers.items()]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            await writer.drain()
+            status, reason, _ = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+            if status != 200:
+                raise OSError(f"the proxy refused the tunnel: {status} {reason}")
+            if context is not None:
+                await writer.start_tls(context, server_hostname=host)
+        except BaseException:
+            writer.transport.abort()  # the proxy connection must not outlive a failed tunnel
+            raise
         return reader, writer
 
     # --- reading -------------------------------------------------------------------------------------

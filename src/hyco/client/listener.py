@@ -70,6 +70,8 @@ logger = logging.getLogger("hyco.client.listener")
 DEFAULT_ACCEPT_TIMEOUT = 20.0
 DEFAULT_OPEN_TIMEOUT = 60.0
 DEFAULT_KEEP_ALIVE = 30.0
+#: Accepted streams waiting for ``accept()`` (plus dials in flight) before new senders get 503.
+DEFAULT_MAX_PENDING_ACCEPTS = 1000
 #: Never renew more often than this, even for very short-lived tokens.
 MIN_RENEW_DELAY = 1.0
 #: When a token source keeps returning the same token, ask again after this long.
@@ -179,6 +181,8 @@ class HybridConnectionListener:
         on_connecting, on_online, on_offline: ``callback(listener)`` on each state change (sync or async);
             ``listener.last_error`` says why it went offline.
         read_timeout, write_timeout, stream_keep_alive, close_timeout: defaults for accepted streams.
+        max_pending_accepts: accepted streams not yet taken by ``accept()`` (plus dials in flight) before
+            new senders are rejected with 503, so an application that falls behind cannot run out of sockets.
 
     Raises:
         InvalidInput: no token provider, or an address that cannot be used.
@@ -213,6 +217,7 @@ class HybridConnectionListener:
         write_timeout: float | None = None,
         stream_keep_alive: float | None = DEFAULT_STREAM_KEEP_ALIVE,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        max_pending_accepts: int = DEFAULT_MAX_PENDING_ACCEPTS,
     ) -> None:
         resolved = resolve_address(address, token_provider, path, role="listener")
         if resolved.token_provider is None:
@@ -248,6 +253,8 @@ class HybridConnectionListener:
         self._last_error: HycoError | None = None
         self._fatal: HycoError | None = None
         self._queue: asyncio.Queue[HybridConnectionStream | None] = asyncio.Queue()
+        self.max_pending_accepts = max_pending_accepts
+        self._accepting = 0  # accepts being dialed right now
         self._run_task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._online = asyncio.Event()
@@ -607,7 +614,13 @@ class HybridConnectionListener:
     async def _handle_accept(self, accept: Accept) -> None:
         context = AcceptContext(accept, self._base_url())
         accepted = True
-        if self.accept_handler is not None:
+        if self._queue.qsize() + self._accepting >= self.max_pending_accepts:
+            # Nobody takes the streams fast enough: refuse instead of holding sockets without bound.
+            context.reject(
+                503, f"The listener has {self.max_pending_accepts} connections waiting; retry later."
+            )
+            accepted = False
+        elif self.accept_handler is not None:
             try:
                 result = self.accept_handler(context)
                 if inspect.isawaitable(result):
@@ -619,7 +632,11 @@ class HybridConnectionListener:
                 accepted = False
         try:
             if accepted:
-                await self._rendezvous(accept, context)
+                self._accepting += 1
+                try:
+                    await self._rendezvous(accept, context)
+                finally:
+                    self._accepting -= 1
             else:
                 await self._reject(accept, context)
         except HycoError as exc:
