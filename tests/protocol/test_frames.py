@@ -195,3 +195,14 @@ async def test_read_text_refuses_endless_continuations():
 
     with pytest.raises(RemoteProtocolError, match="longer than 5000 bytes"):
         await read_text(endless(), max_size=5000)
+
+
+async def test_partial_16_bit_length_and_a_non_empty_first_fragment():
+    from hyco.protocol.frames import binary_payloads
+
+    frame = encode_frame(Opcode.BINARY, b"m" * 300, mask=KEY)
+    parser = server_parser()
+    assert parser.feed(frame[:3]) == []  # the 16-bit length is not complete yet
+    assert parser.feed(frame[3:])[0].payload == b"m" * 300
+    source = frames_from(Frame(Opcode.BINARY, b"first", fin=False), Frame(Opcode.CONTINUATION, b"last"))
+    assert [p async for p in binary_payloads(source)] == [b"first", b"last"]
