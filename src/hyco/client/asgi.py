@@ -26,7 +26,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from hyco.client.http import RelayedHttpRequest, RelayedHttpResponse, RequestHandler
-from hyco.client.listener import HybridConnectionListener, ListenerState
+from hyco.client.listener import HybridConnectionListener
 from hyco.exceptions import HycoError
 
 __all__ = ["ASGIApp", "LifespanError", "asgi_handler", "serve"]
@@ -329,23 +329,12 @@ async def serve(
     manager = _Lifespan(app, lifespan)
     await manager.startup()
     try:
-        listener.request_handler = asgi_handler(
+        handler = asgi_handler(
             app,
             scheme=scheme or ("https" if listener.address.tls else "http"),
             state=manager.state,
             root_path_in_path=root_path_in_path,
         )
-        owned = listener.state is ListenerState.CLOSED
-        if owned:
-            await listener.open()
-        try:
-            if ready is not None:
-                ready(listener)
-            async for stream in listener:
-                # WebSocket senders have no ASGI counterpart here: close them at once.
-                await stream.close()
-        finally:
-            if owned:
-                await listener.close()
+        await listener.serve_requests(handler, ready=ready)
     finally:
         await manager.shutdown()

@@ -370,6 +370,37 @@ class HybridConnectionListener:
             return None
         return item
 
+    async def serve_requests(
+        self,
+        handler: RequestHandler,
+        *,
+        ready: Callable[[HybridConnectionListener], object] | None = None,
+    ) -> None:
+        """Answer relayed HTTP requests with ``handler`` until the listener closes (or this is cancelled).
+
+        Opens the listener unless it is already open (and then closes it on the way out). WebSocket senders
+        have no HTTP handler to go to: each one is closed as soon as it is accepted.
+
+        Args:
+            handler: becomes :attr:`request_handler`.
+            ready: ``ready(listener)`` is called once the listener is open.
+
+        Raises:
+            EndpointNotFound, AuthorizationFailed, Forbidden: the listener could not open (see :meth:`open`).
+        """
+        self.request_handler = handler
+        owned = self.state is ListenerState.CLOSED
+        if owned:
+            await self.open()
+        try:
+            if ready is not None:
+                ready(self)
+            async for stream in self:
+                await stream.close()
+        finally:
+            if owned:
+                await self.close()
+
     async def wait_online(self, timeout: float | None = None) -> None:
         """Wait until the listener is online.
 

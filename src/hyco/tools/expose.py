@@ -31,7 +31,7 @@ import aiohttp
 
 from hyco.client.asgi import ASGIApp, serve
 from hyco.client.http import RelayedHttpRequest, RelayedHttpResponse, RequestHandler
-from hyco.client.listener import HybridConnectionListener, ListenerState
+from hyco.client.listener import HybridConnectionListener
 from hyco.exceptions import InvalidInput
 
 __all__ = [
@@ -323,18 +323,6 @@ async def expose(
     base = normalize_target(target)
     connector = aiohttp.TCPConnector(limit=100)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-        listener.request_handler = local_proxy_handler(
-            base, session, scheme=scheme, timeout=local_timeout, report=report
-        )
-        owned = listener.state is ListenerState.CLOSED
-        if owned:
-            await listener.open()
-        try:
-            if ready is not None:
-                ready(listener)
-            async for stream in listener:
-                # WebSocket senders are not forwarded by expose (use ``hyco forward``).
-                await stream.close()
-        finally:
-            if owned:
-                await listener.close()
+        # WebSocket senders are not forwarded by expose (use ``hyco forward``): serve_requests closes them.
+        handler = local_proxy_handler(base, session, scheme=scheme, timeout=local_timeout, report=report)
+        await listener.serve_requests(handler, ready=ready)
