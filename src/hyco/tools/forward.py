@@ -132,6 +132,16 @@ def _check_relay_name(name: str, what: str) -> str:
     return name
 
 
+def _check_endpoint(
+    kind: str, relay_name: str, port: int | None, local_socket: str | None, protocol: Protocol
+) -> None:
+    """The rules both mapping kinds share: a port or a unix socket (not both), and no UDP over a socket."""
+    if (port is None) == (local_socket is None):
+        raise InvalidInput(f"{kind} {relay_name!r}: give either a port or a local_socket")
+    if local_socket is not None and protocol is Protocol.UDP:
+        raise InvalidInput(f"{kind} {relay_name!r}: UDP over a unix socket is not supported")
+
+
 @dataclass(frozen=True, slots=True)
 class LocalForward:
     """One ``-L`` mapping: a local TCP port, UDP port or unix socket bound to a hybrid connection.
@@ -151,10 +161,7 @@ class LocalForward:
     protocol: Protocol = Protocol.TCP
 
     def __post_init__(self) -> None:
-        if (self.port is None) == (self.local_socket is None):
-            raise InvalidInput(f"LocalForward {self.relay_name!r}: give either a port or a local_socket")
-        if self.local_socket is not None and self.protocol is Protocol.UDP:
-            raise InvalidInput(f"LocalForward {self.relay_name!r}: UDP over a unix socket is not supported")
+        _check_endpoint("LocalForward", self.relay_name, self.port, self.local_socket, self.protocol)
 
     @classmethod
     def parse(cls, text: str, *, default_bind_address: str = "127.0.0.1") -> LocalForward:
@@ -214,12 +221,9 @@ class RemoteForward:
     protocol: Protocol = Protocol.TCP
 
     def __post_init__(self) -> None:
-        if (self.port is None) == (self.local_socket is None):
-            raise InvalidInput(f"RemoteForward {self.relay_name!r}: give either a port or a local_socket")
+        _check_endpoint("RemoteForward", self.relay_name, self.port, self.local_socket, self.protocol)
         if self.port == 0:
             raise InvalidInput(f"RemoteForward {self.relay_name!r}: the target port cannot be 0")
-        if self.local_socket is not None and self.protocol is Protocol.UDP:
-            raise InvalidInput(f"RemoteForward {self.relay_name!r}: UDP over a unix socket is not supported")
 
     @classmethod
     def parse(cls, text: str) -> RemoteForward:
