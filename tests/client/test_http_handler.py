@@ -142,10 +142,12 @@ async def test_handler_that_ignores_a_large_upload_still_answers(relay, tp, serv
 async def test_slow_small_response_switches_to_the_rendezvous(relay, tp, serving, monkeypatch):
     monkeypatch.setattr(_httpserve, "INLINE_FLUSH_TIMEOUT", 0.1)
 
+    dialed = asyncio.Event()
+
     async def handler(request: RelayedHttpRequest) -> RelayedHttpResponse:
         async def slow() -> AsyncIterator[bytes]:
             yield b"first "
-            await asyncio.sleep(0.3)
+            await dialed.wait()  # the rest comes only once the listener has switched to the rendezvous
             yield b"second"
 
         return RelayedHttpResponse(200, slow())
@@ -156,6 +158,7 @@ async def test_slow_small_response_switches_to_the_rendezvous(relay, tp, serving
 
     async def counting(url, **kwargs):
         dials.append(url)
+        dialed.set()
         return await original(url, **kwargs)
 
     monkeypatch.setattr(_httpserve.RawWebSocket, "connect", counting)

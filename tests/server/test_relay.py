@@ -28,6 +28,7 @@ from tests.server.wire import (
     recording_session,
     send_connect,
     token_for,
+    wait_for_health,
 )
 
 WSMsgType = aiohttp.WSMsgType
@@ -308,11 +309,7 @@ async def test_sender_that_vanishes_while_waiting_frees_its_rendezvous(relay: Re
         address = (await listener.next_command())["accept"]["address"]
         task.cancel()
     # The sender's connection is gone; the relay forgets it and refuses the listener's dial.
-    for _ in range(100):
-        async with session.get(f"{relay.http_url}/$health") as resp:
-            if (await resp.json())["pending_connections"] == 0:
-                break
-        await asyncio.sleep(0.02)
+    await wait_for_health(session, relay.http_url, "pending_connections", 0)
     err = await handshake_error(session.ws_connect(address))
     assert err.status == 403
 
@@ -754,11 +751,7 @@ async def test_unauthenticated_listens_create_nothing_and_idle_entities_go_away(
         assert err.status == 401
     listener = await RawListener.open(session, relay.url, "fresh")  # would be 403 if junk had been created
     await listener.ws.close()
-    for _ in range(200):
-        async with session.get(f"{relay.http_url}/$health") as resp:
-            if (await resp.json())["listeners"] == 0:
-                break
-        await asyncio.sleep(0.01)
+    await wait_for_health(session, relay.http_url, "listeners", 0)
     err = await handshake_error(send_connect(session, relay.url, "fresh"))
     assert err.status == 404
     assert "does not exist" in err.message

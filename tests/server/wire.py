@@ -113,3 +113,17 @@ async def handshake_error(coro: Any) -> Refusal:
         return Refusal(exc)
     await ws.close()
     raise AssertionError("the handshake succeeded but was expected to fail")
+
+
+async def wait_for_health(session: aiohttp.ClientSession, http_url: str, field: str, value: int) -> None:
+    """Wait until the relay's ``/$health`` reports ``field == value``.
+
+    The relay signals nothing else to an outside client when it has forgotten a sender or a listener, so this
+    polls its health endpoint (bounded by TIMEOUT).
+    """
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            async with session.get(f"{http_url}/$health") as resp:
+                if (await resp.json())[field] == value:
+                    return
+            await asyncio.sleep(0.02)

@@ -181,7 +181,7 @@ async def test_local_server_down_gives_502_with_a_clear_reason(relay: Relay, tp:
 
 async def test_local_server_too_slow_gives_504(relay: Relay, tp: TokenProvider):
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(TIMEOUT)
+        await asyncio.Event().wait()  # a local app that never answers
         return web.Response(text="late")
 
     app = web.Application()
