@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from hyco.server.splice import MessageKind, Splice, splice
+from hyco.server.peer import MessageKind
+from hyco.server.splice import Splice, splice
 from hyco.testing import memory_peer
 from tests.conftest import TIMEOUT
 

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from hyco.exceptions import InvalidInput, InvalidToken
+from hyco.exceptions import InvalidConnectionString, InvalidInput, InvalidToken
+from hyco.protocol.connection_string import RelayConnectionString
 from hyco.protocol.sas import create_token, parse_token
 
 __all__ = [
@@ -170,6 +171,36 @@ class TokenProvider:
             return SecurityToken(sas.token, audience, sas.expires_at, sas.expires_at)
 
         return cls(fixed, renewable=False, inline=True, clock=clock)
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str | RelayConnectionString, *, clock: Callable[[], float] = time.time
+    ) -> TokenProvider | None:
+        """The token provider a connection string's credentials give, or None when it carries none.
+
+        A ``SharedAccessSignature`` wins over a key; a ``SharedAccessKey`` without a name uses
+        ``RootManageSharedAccessKey``.
+
+        Raises:
+            InvalidConnectionString: the text is malformed, or it asks for ``Authentication=`` (Managed
+                Identity / AAD), which hyco cannot obtain tokens for.
+            InvalidToken: the key or SAS it carries is unusable.
+        """
+        cs = (
+            connection_string
+            if isinstance(connection_string, RelayConnectionString)
+            else RelayConnectionString.parse(connection_string)
+        )
+        if cs.authentication:
+            raise InvalidConnectionString(
+                f"Authentication={cs.authentication} is not supported by hyco; use a SharedAccessKey"
+            )
+        if cs.shared_access_signature:
+            return cls.from_sas(cs.shared_access_signature, clock=clock)
+        if cs.shared_access_key:
+            name = cs.shared_access_key_name or "RootManageSharedAccessKey"
+            return cls.from_shared_access_key(name, cs.shared_access_key, clock=clock)
+        return None
 
     @classmethod
     def from_callable(cls, source: TokenSource, *, clock: Callable[[], float] = time.time) -> TokenProvider:

@@ -65,17 +65,8 @@ def resolve_address(
         raise InvalidConnectionString(
             f"the connection string has no EntityPath; pass the hybrid connection path to the {role}"
         )
-    if cs.authentication and token_provider is None:
-        raise InvalidConnectionString(
-            f"Authentication={cs.authentication} is not supported by hyco; use a SharedAccessKey"
-        )
     if token_provider is None:
-        if cs.shared_access_key_name and cs.shared_access_key:
-            token_provider = TokenProvider.from_shared_access_key(
-                cs.shared_access_key_name, cs.shared_access_key
-            )
-        elif cs.shared_access_signature:
-            token_provider = TokenProvider.from_sas(cs.shared_access_signature)
+        token_provider = TokenProvider.from_connection_string(cs)
     return _Resolved(parse_address(cs.endpoint, entity), token_provider, cs.operation_timeout)
 
 

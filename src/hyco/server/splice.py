@@ -10,19 +10,19 @@ Theory of operation:
 * A peer that vanishes (no Close frame, a broken socket, an oversize or malformed frame) gets the other side a
   Close 1011 ``The peer went away``; that side then has ``close_timeout`` seconds to answer before it is cut.
 
-The splice talks to a narrow :class:`Peer` seam, not to aiohttp, so it can be tested with in-memory peers
-(``hyco.testing``) and a faster WebSocket engine can replace aiohttp later.
+The splice talks to the narrow :class:`~hyco.server.peer.Peer` seam, not to aiohttp, so it can be tested
+with in-memory peers (``hyco.testing``) and a faster WebSocket engine can replace aiohttp later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 from dataclasses import dataclass
-from typing import Protocol
 
-__all__ = ["Message", "MessageKind", "Peer", "PeerGone", "Splice", "SpliceResult", "splice"]
+from hyco.server.peer import MessageKind, Peer, PeerGone
+
+__all__ = ["Splice", "SpliceResult", "splice"]
 
 #: Close codes that must never be sent on the wire (RFC 6455 7.4.1); forwarded as 1000.
 _RESERVED_CLOSE_CODES = {0, 1005, 1006, 1015}
@@ -30,51 +30,6 @@ GOING_AWAY = 1001
 #: A vanished peer is an error for the survivor (protocol.md 3.5: 1001 would read as a clean close by the
 #: sender on the listener's side, hiding a truncated upload).
 INTERNAL_ERROR = 1011
-
-
-class MessageKind(enum.Enum):
-    """What a peer delivered."""
-
-    TEXT = "text"
-    BINARY = "binary"
-    CLOSE = "close"
-    GONE = "gone"  # the peer vanished or broke the protocol; no Close frame to forward
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message from a peer. ``data`` is the raw payload (UTF-8 bytes for text)."""
-
-    kind: MessageKind
-    data: bytes = b""
-    code: int = 1000
-    reason: str = ""
-
-
-class PeerGone(Exception):
-    """Raised by :meth:`Peer.send` when the peer's socket can no longer be written."""
-
-
-class Peer(Protocol):
-    """One WebSocket end as the splice sees it."""
-
-    name: str
-
-    async def receive(self) -> Message:
-        """The next data message, a CLOSE, or GONE. Pings are answered below this seam."""
-        ...
-
-    async def send(self, message: Message) -> None:
-        """Send a TEXT or BINARY message; waits while the peer's buffer is full. Raises PeerGone."""
-        ...
-
-    async def send_close(self, code: int, reason: str) -> None:
-        """Send a Close frame without waiting for the answer. Raises PeerGone."""
-        ...
-
-    def abort(self) -> None:
-        """Drop the transport. Idempotent."""
-        ...
 
 
 @dataclass(slots=True)

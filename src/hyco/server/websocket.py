@@ -7,7 +7,7 @@ import struct
 from aiohttp import WSMsgType, web
 from aiohttp.client_exceptions import ClientConnectionResetError
 
-from hyco.server.splice import Message, MessageKind, PeerGone
+from hyco.server.peer import Message, MessageKind, PeerGone
 
 __all__ = ["WebSocketPeer", "new_websocket"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hyco.server.splice import Message, MessageKind, PeerGone
+from hyco.server.peer import Message, MessageKind, PeerGone
 
 __all__ = ["MemoryPeer", "memory_peer"]
 

@@ -1,0 +1,59 @@
+"""The relay's WebSocket seam: one socket end as the relay core sees it.
+
+The splice, the control channel and the forwarders talk to a :class:`Peer`, never to the WebSocket library;
+``hyco.server.websocket`` adapts aiohttp to it, and ``hyco.testing`` ships in-memory peers for tests. A faster
+engine plugs in by implementing this protocol.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Message", "MessageKind", "Peer", "PeerGone"]
+
+
+class MessageKind(enum.Enum):
+    """What a peer delivered."""
+
+    TEXT = "text"
+    BINARY = "binary"
+    CLOSE = "close"
+    GONE = "gone"  # the peer vanished or broke the protocol; no Close frame to forward
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message from a peer. ``data`` is the raw payload (UTF-8 bytes for text)."""
+
+    kind: MessageKind
+    data: bytes = b""
+    code: int = 1000
+    reason: str = ""
+
+
+class PeerGone(Exception):
+    """Raised by :meth:`Peer.send` when the peer's socket can no longer be written."""
+
+
+class Peer(Protocol):
+    """One WebSocket end as the splice sees it."""
+
+    name: str
+
+    async def receive(self) -> Message:
+        """The next data message, a CLOSE, or GONE. Pings are answered below this seam."""
+        ...
+
+    async def send(self, message: Message) -> None:
+        """Send a TEXT or BINARY message; waits while the peer's buffer is full. Raises PeerGone."""
+        ...
+
+    async def send_close(self, code: int, reason: str) -> None:
+        """Send a Close frame without waiting for the answer. Raises PeerGone."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the transport. Idempotent."""
+        ...
