@@ -84,8 +84,8 @@ async def test_reconnects_after_every_close_code(
     log = StateLog()
     async with make_listener(address(relay), tp, log) as listener:
         await log.wait_for(ListenerState.ONLINE)
-        (channel,) = list(relay._channels)
-        await channel.close(code, reason)
+        (connected,) = relay.connected_listeners()
+        assert await relay.disconnect_listener(connected.listener_id, code, reason)
         await log.wait_for(ListenerState.OFFLINE)
         error = log.errors[log.states.index(ListenerState.OFFLINE)]
         assert isinstance(error, ConnectionLost)
@@ -185,8 +185,8 @@ async def test_token_is_renewed_over_the_control_channel(relay_factory: object) 
         assert listener.is_online
         assert log.count(ListenerState.OFFLINE) == 0
         assert listener.token_renewals >= 1
-        (channel,) = list(relay._channels)
-        assert channel._expiry > first_expiry
+        (connected,) = relay.connected_listeners()
+        assert connected.token_expiry > first_expiry
         admin = TokenProvider.from_shared_access_key(KEY_NAME, KEY)
         async with asyncio.timeout(TIMEOUT):
             await roundtrip(address(relay), admin, listener)

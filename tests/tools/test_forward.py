@@ -522,14 +522,15 @@ async def test_open_streams_survive_a_control_channel_recycle(relay: Relay) -> N
             reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
             writer.write(b"before")
             assert await reader.readexactly(6) == b"before"
-            channels = list(relay._channels)
-            assert channels
-            for channel in channels:
-                await channel.close(1011, "NameRenewalFailed: recycle")
+            before = relay.connected_listeners()
+            assert before
+            for connected in before:
+                await relay.disconnect_listener(connected.listener_id, 1011, "NameRenewalFailed: recycle")
             # The existing connection keeps working while the listener reconnects.
             writer.write(b"during")
             assert await reader.readexactly(6) == b"during"
-            while not relay._channels or set(relay._channels) & set(channels):
+            old = {c.channel_number for c in before}
+            while not {c.channel_number for c in relay.connected_listeners()} - old:
                 await asyncio.sleep(0.01)
             await rf.listener.wait_online(TIMEOUT)
             writer.write(b"after")

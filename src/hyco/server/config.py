@@ -143,6 +143,10 @@ class Limits:
         shutdown_timeout: seconds to let splices finish on shutdown before they are cut.
         max_pending: senders waiting for a listener plus relayed HTTP requests in flight, at most; more are
             refused with 503 so a flood of senders cannot exhaust the relay's memory or sockets.
+        idle_timeout: seconds a connection may take to send a complete request head, counted from its start
+            and from each response on a kept-alive connection; it is closed then (slow or silent clients).
+        body_timeout: seconds a relayed HTTP request body may stall between two chunks; the request then
+            ends with 408 and its connection is closed.
     """
 
     max_listeners: int = 25
@@ -154,6 +158,8 @@ class Limits:
     ping_interval: float = 60.0
     shutdown_timeout: float = 5.0
     max_pending: int = 10_000
+    idle_timeout: float = 20.0
+    body_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

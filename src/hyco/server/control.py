@@ -15,11 +15,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from aiohttp import WSMsgType, web
-
 from hyco.exceptions import ConnectionLost, RelayError, RemoteProtocolError
 from hyco.protocol import messages
 from hyco.protocol.sas import SasToken
+from hyco.server.peer import Message, MessageKind, Peer, PeerGone
 
 __all__ = ["ControlChannel"]
 
@@ -27,13 +26,17 @@ log = logging.getLogger("hyco.relay")
 
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
+#: Seconds the listener gets to answer the relay's Close before the connection is dropped.
+CLOSE_TIMEOUT = 5.0
+#: Messages handled before the loop lets other connections run (a flood cannot starve the relay).
+MESSAGES_PER_TURN = 64
 
 
 class ControlChannel:
     """One connected listener.
 
     Args:
-        ws: the prepared control-channel WebSocket.
+        peer: the accepted control-channel WebSocket.
         path: the hybrid connection path (for logs).
         listener_id: GUID part of the listener's ``sb-hc-id``, lower-case.
         base_url: the WebSocket base (``ws(s)://host:port``) rendezvous addresses for this listener use.
@@ -44,12 +47,11 @@ class ControlChannel:
         on_invalid_response: takes a request id and what is wrong with its response; False if unknown.
         send_timeout: seconds a command may wait for the listener's socket to take it; a listener that stops
             reading is dropped then (its senders must not hang, and it reconnects).
-        transport: the channel's TCP transport, dropped when a send times out.
     """
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        peer: Peer,
         *,
         path: str,
         listener_id: str,
@@ -60,11 +62,10 @@ class ControlChannel:
         on_response: Callable[[messages.Response, bytes | None], bool] = lambda r, b: False,
         on_invalid_response: Callable[[str, str], bool] = lambda i, r: False,
         send_timeout: float = 30.0,
-        transport: asyncio.BaseTransport | None = None,
     ) -> None:
-        self.ws = ws
+        self._peer = peer
+        self._closed = False
         self._send_timeout = send_timeout
-        self._transport = transport
         self.path = path
         self._listener_id = listener_id
         self.base_url = base_url
@@ -77,6 +78,7 @@ class ControlChannel:
         self._awaiting_body: messages.Response | None = None
         self._skip_body = False
         self.close_reason = ""
+        self._abort_handle: asyncio.TimerHandle | None = None
 
     @property
     def listener_id(self) -> str:
@@ -84,9 +86,14 @@ class ControlChannel:
         return self._listener_id
 
     @property
+    def token_expiry(self) -> float:
+        """When the channel's current token expires (seconds since the epoch); renewals move it."""
+        return self._expiry
+
+    @property
     def open(self) -> bool:
         """Whether commands can still be sent."""
-        return not self.ws.closed
+        return not self._closed
 
     async def send(self, command: messages.Command) -> None:
         """Send one command.
@@ -106,11 +113,11 @@ class ControlChannel:
         """
         try:
             async with asyncio.timeout(self._send_timeout), self._send_lock:
-                if self.ws.closed:
+                if self._closed:
                     raise ConnectionLost("the listener's control channel is closed")
-                await self.ws.send_str(messages.encode(command))
+                await self._peer.send(Message(MessageKind.TEXT, messages.encode(command).encode()))
                 if body is not None:
-                    await self.ws.send_bytes(body)
+                    await self._peer.send(Message(MessageKind.BINARY, body))
         except TimeoutError:
             log.warning(
                 "listener %s on %s: not reading its control channel for %g s; dropping it",
@@ -119,21 +126,31 @@ class ControlChannel:
                 self._send_timeout,
             )
             self.close_reason = "stopped reading"
-            if self._transport is not None:
-                self._transport.close()
+            self._closed = True
+            self._peer.abort()
             raise ConnectionLost("the listener's control channel stopped taking commands") from None
-        except (ConnectionError, RuntimeError) as exc:
+        except PeerGone as exc:
+            self._closed = True
             raise ConnectionLost("the listener's control channel broke") from exc
 
     async def close(self, code: int, reason: str) -> None:
-        """Close the channel with ``code`` (1001 on shutdown, 1008 for policy)."""
+        """Close the channel with ``code`` (1001 on shutdown, 1008 for policy).
+
+        :meth:`run` then waits ``CLOSE_TIMEOUT`` seconds at most for the listener's answering Close before it
+        drops the connection.
+        """
+        if self._closed:
+            return
         self.close_reason = reason
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.ws.close(code=code, message=reason.encode()[:123])
+        self._closed = True
+        with contextlib.suppress(PeerGone):
+            await self._peer.send_close(code, reason)
+        loop = asyncio.get_running_loop()
+        self._abort_handle = loop.call_later(CLOSE_TIMEOUT, self._peer.abort)
 
     async def _watch_expiry(self) -> None:
         # protocol.md 2.6: SDKs renew at expiry, so the token is enforced only after a grace window.
-        while not self.ws.closed:
+        while not self._closed:
             delay = self._expiry + self._grace - time.time()
             if delay <= 0:
                 log.warning("listener %s on %s: token expired, closing", self.listener_id, self.path)
@@ -184,45 +201,55 @@ class ControlChannel:
             )
 
     async def run(self) -> None:
-        """Serve the channel until the listener or the relay closes it."""
+        """Serve the channel until the listener or the relay closes it; then drop the connection."""
         watchdog = asyncio.ensure_future(self._watch_expiry())
         try:
-            while True:
-                msg = await self.ws.receive()
-                if msg.type is WSMsgType.TEXT:
-                    try:
-                        self._handle(msg.data)
-                    except RemoteProtocolError as exc:
-                        log.warning("listener %s on %s: %s", self.listener_id, self.path, exc)
-                        await self.close(POLICY_VIOLATION, f"protocol violation: {exc}")
-                        return
-                    except RelayError as exc:
-                        log.warning(
-                            "listener %s on %s: renewal refused: %s",
-                            self.listener_id,
-                            self.path,
-                            exc,
-                        )
-                        await self.close(POLICY_VIOLATION, exc.description)
-                        return
-                elif msg.type is WSMsgType.BINARY:
-                    if self._awaiting_body is not None:
-                        response, self._awaiting_body = self._awaiting_body, None
-                        self._deliver(response, msg.data)
-                    elif self._skip_body:
-                        self._skip_body = False
-                    else:
-                        # hyco-https sends a stray empty binary frame after a body:false 204 (protocol.md 10).
-                        log.debug(
-                            "listener %s on %s: unexpected binary message ignored",
-                            self.listener_id,
-                            self.path,
-                        )
-                else:  # CLOSE (answered by aiohttp), CLOSING, CLOSED, ERROR
-                    if msg.type is WSMsgType.ERROR:
-                        self.close_reason = f"error: {msg.data}"
-                    return
+            await self._read_loop()
         finally:
+            self._closed = True
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
+            if self._abort_handle is not None:
+                self._abort_handle.cancel()
+            self._peer.abort()
+
+    async def _read_loop(self) -> None:
+        handled = 0
+        while True:
+            msg = await self._peer.receive()
+            handled += 1
+            if handled % MESSAGES_PER_TURN == 0:
+                await asyncio.sleep(0)
+            if self._closed and msg.kind in (MessageKind.TEXT, MessageKind.BINARY):
+                continue  # the relay closed the channel: only the listener's Close matters now
+            if msg.kind is MessageKind.TEXT:
+                try:
+                    self._handle(msg.data.decode("utf-8", errors="replace"))
+                except RemoteProtocolError as exc:
+                    log.warning("listener %s on %s: %s", self.listener_id, self.path, exc)
+                    await self.close(POLICY_VIOLATION, f"protocol violation: {exc}")
+                except RelayError as exc:
+                    log.warning("listener %s on %s: renewal refused: %s", self.listener_id, self.path, exc)
+                    await self.close(POLICY_VIOLATION, exc.description)
+            elif msg.kind is MessageKind.BINARY:
+                if self._awaiting_body is not None:
+                    response, self._awaiting_body = self._awaiting_body, None
+                    self._deliver(response, msg.data)
+                elif self._skip_body:
+                    self._skip_body = False
+                else:
+                    # hyco-https sends a stray empty binary frame after a body:false 204 (protocol.md 10).
+                    log.debug(
+                        "listener %s on %s: unexpected binary message ignored", self.listener_id, self.path
+                    )
+            elif msg.kind is MessageKind.CLOSE:
+                if not self._closed:  # the listener closed first: answer its Close (RFC 6455 5.5.1)
+                    self._closed = True
+                    self.close_reason = self.close_reason or f"closed by the listener ({msg.code})"
+                    with contextlib.suppress(PeerGone):
+                        await self._peer.send_close(msg.code if msg.code not in (1005, 1006) else 1000, "")
+                return
+            else:  # GONE
+                self.close_reason = self.close_reason or "connection lost"
+                return

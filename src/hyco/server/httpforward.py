@@ -11,9 +11,11 @@ Theory of operation:
 * The ``response`` comes back on the control channel (JSON + one binary message) or on the rendezvous socket,
   which the listener may dial on its own for a large response even when the request came inline (hyco-https
   does). A rendezvous response body streams to the sender frame by frame: memory stays bounded for any size.
-* Deadlines: the response must start within the hybrid connection's ``request_timeout`` (504 otherwise), and a
-  streamed body may not stall longer than that. A sender that hangs up cancels the exchange: the rendezvous
+* Deadlines: the sender's body may not stall longer than ``limits.body_timeout`` between two chunks (408), the
+  response must start within the hybrid connection's ``request_timeout`` (504 otherwise), and a streamed
+  response body may not stall longer than that. A sender that hangs up cancels the exchange: the rendezvous
   socket is closed, which tells the listener to stop.
+* Every exchange holds one admission slot (``capacity``) from admission to its end, whichever way it ends.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from hyco.exceptions import ConnectionLost, EndpointNotFound, RelayError, RemoteProtocolError
+from hyco.exceptions import ConnectionLost, RelayError, RemoteProtocolError
 from hyco.protocol import messages
 from hyco.protocol.uri import Action, build_rendezvous_address, query_params, strip_sb_hc_params
-from hyco.server.registry import HybridConnection, ListenerHandle
+from hyco.server.capacity import Capacity
+from hyco.server.engine import Handshake
+from hyco.server.registry import HybridConnection
+from hyco.server.router import Delivery, ListenerCriteria, NoListenerConnected, Router
 from hyco.server.streamws import StreamingWebSocket
 
 __all__ = ["Exchange", "HttpForwarder", "ResponseStart"]
@@ -105,12 +110,24 @@ class HttpForwarder:
     """Forwards plain HTTP requests to listeners and relays their responses.
 
     Args:
+        router: gets the ``request`` to a listener.
+        capacity: the admission slots shared with stream forwarding.
         authorize_send: checks the sender's token for an entity (raises RelayError).
-        base_url_for: the rendezvous base URL of a listener.
+        body_timeout: seconds the sender's request body may stall between two chunks.
     """
 
-    def __init__(self, authorize_send: Callable[[web.Request, str | None, HybridConnection], object]) -> None:
+    def __init__(
+        self,
+        router: Router,
+        capacity: Capacity,
+        authorize_send: Callable[[web.Request, str | None, HybridConnection], object],
+        *,
+        body_timeout: float,
+    ) -> None:
+        self._router = router
+        self._capacity = capacity
         self._authorize_send = authorize_send
+        self._body_timeout = body_timeout
         self._exchanges: dict[str, Exchange] = {}
 
     def __len__(self) -> int:
@@ -142,12 +159,12 @@ class HttpForwarder:
         hc: HybridConnection,
         suffix: str,
         tracking_id: str,
-        candidates: Callable[[], list[ListenerHandle]],
     ) -> web.StreamResponse:
         """Relay ``request`` to a listener of ``hc`` and stream its response back.
 
         Raises:
-            RelayError: 401/403 (token), 404 (AllowedListeners), 502 (no listener, invalid response), 504.
+            RelayError: 401/403 (token), 404 (AllowedListeners), 408 (body stalled), 502 (no listener,
+                invalid response), 503 (no admission slot), 504 (no response in time).
         """
         if request.method == "CONNECT":
             raise RelayError("CONNECT requests cannot be relayed.", http_status=405)
@@ -155,30 +172,46 @@ class HttpForwarder:
         token_used, token = self._token(request, raw_query, hc)
         if hc.config.requires_client_authorization:
             self._authorize_send(request, token, hc)
-        try:
-            listeners = candidates()
-        except EndpointNotFound as exc:
-            if "no listeners" in exc.description:
-                # protocol.md 4.6 [INF]: 502 for "nobody to route to" (404 stays "no such entity").
-                raise RelayError(exc.description, http_status=502) from None
-            raise
-        started = time.monotonic()
-        exchange = Exchange(f"{tracking_id}_{secrets.token_hex(16)}", tracking_id, hc.path)
-        self._exchanges[exchange.id] = exchange
-        try:
-            return await self._exchange(
-                request, hc, suffix, raw_query, token_used, listeners, exchange, started
-            )
-        finally:
-            self._exchanges.pop(exchange.id, None)
-            exchange.finished.set()
-            if exchange.rendezvous.done() and not exchange.answered_on_rendezvous:
-                # The listener dialed but never answered there (504, or the sender left): close its socket
-                # so its handler and the listener both learn the request is over.
-                await exchange.rendezvous.result().close(1001, "The request ended.")
-            exchange.fail(ConnectionLost("the exchange ended"))
-            if exchange.response.done() and not exchange.response.cancelled():
-                exchange.response.exception()  # mark retrieved
+        with self._capacity.hold():
+            started = time.monotonic()
+            exchange = Exchange(f"{tracking_id}_{secrets.token_hex(16)}", tracking_id, hc.path)
+            self._exchanges[exchange.id] = exchange
+            try:
+                return await self._exchange(request, hc, suffix, raw_query, token_used, exchange, started)
+            finally:
+                self._exchanges.pop(exchange.id, None)
+                exchange.finished.set()
+                if exchange.rendezvous.done() and not exchange.answered_on_rendezvous:
+                    # The listener dialed but never answered there (504, or the sender left): close its
+                    # socket so its handler and the listener both learn the request is over.
+                    await exchange.rendezvous.result().close(1001, "The request ended.")
+                exchange.fail(ConnectionLost("the exchange ended"))
+                if exchange.response.done() and not exchange.response.cancelled():
+                    exchange.response.exception()  # mark retrieved
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The whole (small, inline) request body, cut when it stalls for ``body_timeout``."""
+        parts: list[bytes] = []
+        async for chunk in self._body_chunks(request):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _body_chunks(self, request: web.Request) -> AsyncIterator[bytes]:
+        """The request body as it arrives; a body that stalls for ``body_timeout`` ends the request (408)."""
+        while True:
+            try:
+                async with asyncio.timeout(self._body_timeout):
+                    chunk = await request.content.readany()
+            except TimeoutError:
+                if request.transport is not None:
+                    request.transport.close()  # the sender is not sending; don't wait for it any more
+                raise RelayError(
+                    f"Request Timeout: the request body stalled for {self._body_timeout:g} s.",
+                    http_status=408,
+                ) from None
+            if not chunk:
+                return
+            yield chunk
 
     def _token(
         self, request: web.Request, raw_query: str, hc: HybridConnection
@@ -200,7 +233,6 @@ class HttpForwarder:
         suffix: str,
         raw_query: str,
         token_used: set[str],
-        listeners: list[ListenerHandle],
         exchange: Exchange,
         started: float,
     ) -> web.StreamResponse:
@@ -217,9 +249,17 @@ class HttpForwarder:
             header_size <= MAX_INLINE_HEADERS
         )
         target = request.rel_url.raw_path + (f"?{app_query}" if app_query else "")
-        for channel in listeners:
+        body = await self._read_body(request) if inline and has_body else None
+        if not inline and has_body:
+            exchange.body_source = self._body_chunks(request)
+        criteria = ListenerCriteria.from_headers(
+            request.headers.get("Microsoft-Relay-AllowedListeners"),
+            request.headers.get("Microsoft-Relay-DisallowedListeners"),
+        )
+
+        def build(delivery: Delivery) -> tuple[messages.Command, bytes | None]:
             address = build_rendezvous_address(
-                channel.base_url, hc.path + suffix, app_query, Action.REQUEST, exchange.id
+                delivery.base_url, hc.path + suffix, app_query, Action.REQUEST, exchange.id
             )
             exchange.request = messages.Request(
                 address=address,
@@ -230,19 +270,16 @@ class HttpForwarder:
                 request_headers=headers,
                 body=has_body,
             )
-            try:
-                if inline:
-                    body = await request.read() if has_body else None
-                    await channel.send_with_body(exchange.request, body)
-                    exchange.request_delivered = True
-                else:
-                    exchange.body_source = request.content.iter_chunked(READ_CHUNK) if has_body else None
-                    await channel.send(messages.Request(address=address, id=exchange.id))
-                break
-            except ConnectionLost:
-                continue
-        else:
-            raise RelayError("There are no listeners connected for the endpoint.", http_status=502)
+            if inline:
+                return exchange.request, body
+            return messages.Request(address=address, id=exchange.id), None
+
+        try:
+            await self._router.dispatch(hc, criteria, build)
+        except NoListenerConnected as exc:
+            # protocol.md 4.6 [INF]: 502 for "nobody to route to" (404 stays "no such entity").
+            raise RelayError(exc.description, http_status=502) from None
+        exchange.request_delivered = inline
         try:
             async with asyncio.timeout(timeout):
                 start = await exchange.response
@@ -311,7 +348,7 @@ class HttpForwarder:
 
     # --- the listener's request rendezvous (protocol.md 4.3) ---
 
-    async def rendezvous(self, request: web.Request, ident: str | None) -> web.StreamResponse:
+    async def rendezvous(self, handshake: Handshake, ident: str | None) -> None:
         """Serve a listener's dial of a request rendezvous address.
 
         Raises:
@@ -324,7 +361,7 @@ class HttpForwarder:
                 http_status=403,
             )
         ws = StreamingWebSocket()
-        response = await ws.prepare(request)
+        await ws.accept(handshake)
         exchange.rendezvous.set_result(ws)
         upload: asyncio.Task[None] | None = None
         try:
@@ -354,11 +391,13 @@ class HttpForwarder:
         finally:
             if upload is not None and not upload.done():
                 upload.cancel()
-        return response
 
     async def _upload(self, ws: StreamingWebSocket, exchange: Exchange, body: AsyncIterator[bytes]) -> None:
         try:
             await ws.send_binary_stream(body)
+        except RelayError as exc:  # the sender's body stalled
+            exchange.fail(exc)
+            await ws.close(1001, "The request was cancelled.")
         except Exception as exc:  # the sender hung up mid-body, or the listener's socket broke
             exchange.fail(RelayError(f"The request body could not be relayed: {exc}.", http_status=502))
             await ws.close(1001, "The request was cancelled.")

@@ -48,23 +48,33 @@ class HybridConnection:
     config: HybridConnectionConfig
     auto_created: bool = False
     listeners: list[ListenerHandle] = field(default_factory=list)
+    reserved: int = 0
 
     @property
     def path(self) -> str:
         """The entity path as configured."""
         return self.config.path
 
-    def add_listener(self, listener: ListenerHandle, limit: int) -> None:
-        """Register a listener.
+    def reserve(self, limit: int) -> None:
+        """Take one of the ``limit`` listener slots for a listener that is still completing its handshake.
 
         Raises:
-            QuotaExceeded: ``limit`` listeners are already connected.
+            QuotaExceeded: ``limit`` listeners are already connected or connecting.
         """
-        if len(self.listeners) >= limit:
+        if len(self.listeners) + self.reserved >= limit:
             raise QuotaExceeded(
                 f"MaximumListenersPerEndpoint: '{self.path}' already has {limit} listeners, the most "
                 "allowed; close one or use another hybrid connection."
             )
+        self.reserved += 1
+
+    def unreserve(self) -> None:
+        """Give back a slot taken with :meth:`reserve`."""
+        self.reserved -= 1
+
+    def add_listener(self, listener: ListenerHandle) -> None:
+        """Register a connected listener in the slot it reserved."""
+        self.reserved -= 1
         self.listeners.append(listener)
 
     def remove_listener(self, listener: ListenerHandle) -> None:
@@ -73,13 +83,7 @@ class HybridConnection:
             self.listeners.remove(listener)
 
     def candidates(self, allowed: Iterable[str] = (), disallowed: Iterable[str] = ()) -> list[ListenerHandle]:
-        """The listeners a sender may be routed to, in random order.
-
-        Raises:
-            EndpointNotFound: no listener is connected, or none meets the Allowed/Disallowed criteria.
-        """
-        if not self.listeners:
-            raise EndpointNotFound("There are no listeners connected for the endpoint.")
+        """The connected listeners a sender may be routed to (possibly none), in random order."""
         allow = {a.lower() for a in allowed}
         deny = {d.lower() for d in disallowed}
         chosen = [
@@ -87,10 +91,6 @@ class HybridConnection:
             for lst in self.listeners
             if (not allow or lst.listener_id in allow) and lst.listener_id not in deny
         ]
-        if not chosen:
-            raise EndpointNotFound(
-                "None of the connected listeners meet the AllowedListeners/DisallowedListeners criteria."
-            )
         random.shuffle(chosen)
         return chosen
 
@@ -166,5 +166,5 @@ class Registry:
 
     def release(self, hc: HybridConnection) -> None:
         """Forget an auto-created hybrid connection once its last listener is gone (configured ones stay)."""
-        if hc.auto_created and not hc.listeners and self._by_path.get(hc.path.lower()) is hc:
+        if hc.auto_created and not (hc.listeners or hc.reserved) and self._by_path.get(hc.path.lower()) is hc:
             del self._by_path[hc.path.lower()]

@@ -2,6 +2,7 @@
 
 Each waiting sender gets an entry under a fresh id ``{tracking id}_{random}``: the random part (128 bits from
 ``secrets``) makes the rendezvous address an unguessable, single-use capability; the sender never learns it.
+An entry is bound to the path its address names: a dial of the id under another path is refused.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import asyncio
 import secrets
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from hyco.exceptions import ConnectionLost
+from hyco.server.peer import Peer
 from hyco.server.splice import SpliceResult
 
 __all__ = ["Arrival", "PendingConnection", "Rejection", "RendezvousTable"]
@@ -28,10 +28,9 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """The listener dialed the address; its WebSocket is prepared and waits for the splice."""
+    """The listener dialed the address; its WebSocket is open and waits for the splice."""
 
-    ws: web.WebSocketResponse
-    request: web.BaseRequest
+    peer: Peer
     protocol: str | None
 
 
@@ -41,13 +40,27 @@ class PendingConnection:
 
     ``outcome`` is resolved by the listener's dial (an :class:`Arrival` or a :class:`Rejection`). ``spliced``
     is resolved by the sender's side with the splice task, or fails with ConnectionLost if the sender went
-    away, so a listener that arrived never waits forever.
+    away, so a listener that arrived never waits forever. Both are resolved at most once, whatever order
+    the two sides finish in.
     """
 
     id: str
     tracking_id: str
+    path: str
     outcome: asyncio.Future[Arrival | Rejection] = field(default_factory=asyncio.Future)
     spliced: asyncio.Future[asyncio.Task[SpliceResult]] = field(default_factory=asyncio.Future)
+
+    def resolve(self, outcome: Arrival | Rejection) -> bool:
+        """Record the listener's answer; False when the sender already stopped waiting."""
+        if self.outcome.done():
+            return False
+        self.outcome.set_result(outcome)
+        return True
+
+    def deliver(self, task: asyncio.Task[SpliceResult]) -> None:
+        """Hand the splice to the listener's side."""
+        if not self.spliced.done():
+            self.spliced.set_result(task)
 
     def abandon(self, reason: str) -> None:
         """The sender is gone: fail whatever the listener side may still wait for."""
@@ -68,21 +81,21 @@ class RendezvousTable:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def open(self, tracking_id: str) -> PendingConnection:
-        """Park a sender under a new, unguessable id."""
+    def open(self, tracking_id: str, path: str) -> PendingConnection:
+        """Park a sender under a new, unguessable id; ``path`` is the path its address names."""
         ident = f"{tracking_id}_{secrets.token_hex(16)}"
-        pending = PendingConnection(ident, tracking_id)
+        pending = PendingConnection(ident, tracking_id, path.strip("/").lower())
         self._pending[ident] = pending
         return pending
 
-    def claim(self, ident: str | None) -> PendingConnection | None:
-        """Take the entry for a listener's dial; None if unknown, already used, or the sender is gone."""
-        if ident is None:
+    def claim(self, ident: str | None, path: str) -> PendingConnection | None:
+        """Take the entry for a listener's dial of ``path``; None if unknown, already used, the sender is
+        gone, or the dial names another path (the entry then stays for the right dial)."""
+        pending = self._pending.get(ident) if ident else None
+        if pending is None or pending.path != path.strip("/").lower():
             return None
-        pending = self._pending.pop(ident, None)
-        if pending is None or pending.outcome.done():
-            return None
-        return pending
+        del self._pending[pending.id]
+        return None if pending.outcome.done() else pending
 
     def discard(self, ident: str) -> None:
         """Forget an entry (sender answered, gave up, or vanished)."""

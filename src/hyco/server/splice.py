@@ -27,6 +27,8 @@ __all__ = ["Splice", "SpliceResult", "splice"]
 #: Close codes that must never be sent on the wire (RFC 6455 7.4.1); forwarded as 1000.
 _RESERVED_CLOSE_CODES = {0, 1005, 1006, 1015}
 GOING_AWAY = 1001
+#: Messages moved by one pump before it lets other connections run.
+MESSAGES_PER_TURN = 64
 #: A vanished peer is an error for the survivor (protocol.md 3.5: 1001 would read as a clean close by the
 #: sender on the listener's side, hiding a truncated upload).
 INTERNAL_ERROR = 1011
@@ -69,8 +71,14 @@ class Splice:
     async def pump(self, src: Peer, dst: Peer) -> None:
         """Move messages from ``src`` to ``dst`` until ``src`` closes or vanishes."""
         forward = src is self.a
+        handled = 0
         while True:
             message = await src.receive()
+            handled += 1
+            if handled % MESSAGES_PER_TURN == 0:
+                # Buffered messages come back without a suspension point: yield now and then, so one
+                # connection's flood of tiny messages cannot hold the event loop (everyone else waits).
+                await asyncio.sleep(0)
             if message.kind is MessageKind.CLOSE:
                 if not self.result.first_to_close:
                     self.result.first_to_close = src.name
@@ -115,12 +123,18 @@ class Splice:
                     def up_done(_: object) -> None:
                         # a -> b ended first because a side vanished: b has close_timeout to answer the
                         # Close. A clean half-close has no deadline: the other direction may stream for hours.
-                        if self.dead and deadline.when() is None:
+                        # The callback may run after the timeout block was left (it is scheduled, not called,
+                        # when ``up`` finishes): a finished deadline must not be touched then.
+                        if inside and self.dead and deadline.when() is None:
                             deadline.reschedule(loop.time() + self.close_timeout)
 
+                    inside = True
                     up.add_done_callback(up_done)
-                    await self.pump(self.b, self.a)
-            up.remove_done_callback(up_done)  # the deadline is gone; a late callback must not touch it
+                    try:
+                        await self.pump(self.b, self.a)
+                    finally:
+                        inside = False
+            up.remove_done_callback(up_done)
             if not up.done():
                 if self.dead:
                     with contextlib.suppress(TimeoutError):

@@ -1,10 +1,13 @@
 """A server WebSocket that streams frames instead of whole messages (design.md, "Fragments").
 
 Used for HTTP request rendezvous sockets (protocol.md 4.3), where a body of any size travels as one binary
-message of many frames. aiohttp performs the handshake; after it, the socket's bytes go to a
-:class:`~hyco.protocol.frames.FrameParser` instead of aiohttp's reassembling reader, and frames are written
-directly to the transport. Memory stays bounded: reading pauses the transport once ``read_limit`` bytes of
-frames wait unconsumed, and writes wait for the transport's buffer to drain.
+message of many frames. The engine (``hyco.server.engine``) performs the handshake; after it, the socket's
+bytes come here (:meth:`StreamingWebSocket.feed_data`) and go through a
+:class:`~hyco.protocol.frames.FrameParser` instead of a reassembling reader, and frames are written straight
+to the transport. Memory stays bounded: reading pauses once ``read_limit`` bytes of frames wait unconsumed,
+each frame counting ``FRAME_OVERHEAD`` bytes on top of its payload (so a flood of empty frames pauses the peer
+too); writes wait for the transport's buffer to drain. The reader yields to the event loop every
+``FRAMES_PER_TURN`` frames, so one peer's flood of tiny frames cannot starve everyone else.
 """
 
 from __future__ import annotations
@@ -13,10 +16,6 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
-
-from aiohttp import web
-from aiohttp._websocket.helpers import websocket_mask
 
 from hyco.exceptions import ConnectionLost, RemoteProtocolError
 from hyco.protocol.frames import (
@@ -29,95 +28,78 @@ from hyco.protocol.frames import (
     parse_close,
     read_text,
 )
+from hyco.server.engine import FrameTransport, Handshake, unmask
 
 __all__ = ["StreamingWebSocket"]
 
 #: Bytes of frame payload per written frame when streaming a body.
 WRITE_CHUNK = 64 * 1024
-
-
-def _unmask(key: bytes, payload: bytes) -> bytes:
-    data = bytearray(payload)
-    websocket_mask(key, data)
-    return bytes(data)
-
-
-class _Response(web.WebSocketResponse):
-    """aiohttp's handshake, then our parser instead of aiohttp's reader."""
-
-    def __init__(self, owner: StreamingWebSocket, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._owner = owner
-
-    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
-        # Overrides aiohttp's hook that installs its reassembling reader (aiohttp 3.10+).
-        self._ws_protocol = protocol
-        self._writer = writer
-        request.protocol.set_parser(self._owner)  # type: ignore[arg-type]
-        request.protocol.keep_alive(False)
+#: What a received frame costs against ``read_limit`` beyond its payload (its bookkeeping in memory).
+FRAME_OVERHEAD = 128
+#: Frames handled before the reader lets other connections run.
+FRAMES_PER_TURN = 64
 
 
 class StreamingWebSocket:
     """One server-side WebSocket with frame-level reads and streamed writes.
 
+    Create it, then :meth:`accept` a handshake with it; until then nothing can be read or written.
+
     Args:
         max_frame_size: largest frame payload accepted from the peer.
-        read_limit: bytes of received frames buffered before the socket stops reading.
+        read_limit: bytes of received frames (payload plus ``FRAME_OVERHEAD`` each) buffered before the
+            socket stops reading.
     """
 
     def __init__(self, *, max_frame_size: int = 1024 * 1024, read_limit: int = 1024 * 1024) -> None:
-        self._parser = FrameParser(max_frame_size=max_frame_size, expect_masked=True, unmask=_unmask)
+        self._parser = FrameParser(max_frame_size=max_frame_size, expect_masked=True, unmask=unmask)
         self._frames: collections.deque[Frame] = collections.deque()
         self._buffered = 0
         self._read_limit = read_limit
         self._ready = asyncio.Event()
         self._eof = False
         self._error: Exception | None = None
-        self._response = _Response(self, autoclose=False, compress=False)
-        self._request: web.BaseRequest | None = None
+        self._transport: FrameTransport | None = None
         self._paused = False
+        self._since_yield = 0
         self._write_lock = asyncio.Lock()
         self.close_sent = False
         self.close_received: tuple[int, str] | None = None
 
-    async def prepare(self, request: web.BaseRequest) -> web.WebSocketResponse:
-        """Complete the handshake; returns the response object the handler must return."""
-        self._request = request
-        await self._response.prepare(request)
-        return self._response
+    async def accept(self, handshake: Handshake) -> None:
+        """Complete the handshake; frames flow from then on.
 
-    # --- parser interface called by aiohttp's protocol (feed_data/feed_eof) ---
+        Raises:
+            ConnectionLost: the peer went away during the handshake.
+        """
+        self._transport = await handshake.accept_frames(self)
 
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        """Called by aiohttp with received bytes."""
+    # --- the engine's FrameSink interface ---
+
+    def feed_data(self, data: bytes) -> None:
+        """Bytes arrived from the peer."""
         if self._error is not None:
-            return False, b""
+            return
         try:
             for frame in self._parser.feed(data):
                 self._frames.append(frame)
-                self._buffered += len(frame.payload)
+                self._buffered += len(frame.payload) + FRAME_OVERHEAD
         except RemoteProtocolError as exc:
             self._error = exc
         self._ready.set()
         if self._buffered > self._read_limit and not self._paused:
             self._pause(True)
-        return False, b""
 
     def feed_eof(self) -> None:
-        """Called by aiohttp when the connection is gone."""
+        """The connection is gone."""
         self._eof = True
         self._ready.set()
 
     def _pause(self, paused: bool) -> None:
-        transport = self._request.transport if self._request else None
-        if transport is None:
+        if self._transport is None:
             return
         self._paused = paused
-        with contextlib.suppress(RuntimeError, AttributeError):
-            if paused:
-                transport.pause_reading()
-            else:
-                transport.resume_reading()
+        self._transport.pause_reading(paused)
 
     # --- reading ---
 
@@ -130,8 +112,13 @@ class StreamingWebSocket:
         """
         while True:
             if self._frames:
+                self._since_yield += 1
+                if self._since_yield >= FRAMES_PER_TURN:
+                    # A flood of tiny frames is all in memory already; let other connections run.
+                    self._since_yield = 0
+                    await asyncio.sleep(0)
                 frame = self._frames.popleft()
-                self._buffered -= len(frame.payload)
+                self._buffered -= len(frame.payload) + FRAME_OVERHEAD
                 if self._paused and self._buffered <= self._read_limit // 2:
                     self._pause(False)
                 if frame.opcode is Opcode.PING:
@@ -147,6 +134,7 @@ class StreamingWebSocket:
                 raise self._error
             if self._eof:
                 raise ConnectionLost("the peer's connection was lost")
+            self._since_yield = 0
             self._ready.clear()
             await self._ready.wait()
 
@@ -161,15 +149,9 @@ class StreamingWebSocket:
     # --- writing ---
 
     async def _write(self, data: bytes) -> None:
-        request = self._request
-        transport = request.transport if request else None
-        if transport is None or transport.is_closing():
-            raise ConnectionLost("the peer's connection is closed")
-        transport.write(data)
-        # The response's stream writer knows whether the transport is paused; aiohttp has no public drain.
-        writer = self._response._payload_writer
-        if writer is not None:
-            await writer.drain()
+        if self._transport is None:
+            raise ConnectionLost("the socket was never accepted")
+        await self._transport.write(data)
 
     async def send_text(self, text: str) -> None:
         """Send one text message."""
@@ -205,6 +187,5 @@ class StreamingWebSocket:
             self.close_sent = True
             with contextlib.suppress(ConnectionLost, ConnectionError, RuntimeError):
                 await self._write(encode_frame(Opcode.CLOSE, encode_close(code, reason)))
-        transport = self._request.transport if self._request else None
-        if transport is not None and not transport.is_closing():
-            transport.close()
+        if self._transport is not None:
+            self._transport.close()

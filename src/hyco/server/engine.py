@@ -1,0 +1,279 @@
+"""The relay's WebSocket engine: the one module that knows the WebSocket library (aiohttp) and its internals.
+
+Everything above this module talks to small seams instead:
+
+* :class:`Handshake`: a WebSocket upgrade request on its way in. The front door reads what it needs from it
+  (path, query, headers, the client's address) and a handler completes it with :meth:`Handshake.accept`
+  (a message-level :class:`~hyco.server.peer.Peer`, used by control channels and splices) or
+  :meth:`Handshake.accept_frames` (a :class:`FrameTransport` for the frame-streaming socket of HTTP request
+  rendezvous, ``hyco.server.streamws``).
+* :func:`bound_address`: where a started site listens.
+
+A faster engine replaces this module (and only this module): the Peer and FrameTransport seams stay.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from aiohttp import WSMsgType, web
+from aiohttp._websocket.helpers import websocket_mask
+from aiohttp.client_exceptions import ClientConnectionResetError
+
+from hyco.exceptions import ConnectionLost
+from hyco.server.peer import Message, MessageKind, PeerGone
+
+__all__ = ["FrameSink", "FrameTransport", "Handshake", "WebSocketPeer", "bound_address", "unmask"]
+
+_DATA_KINDS = {WSMsgType.TEXT: MessageKind.TEXT, WSMsgType.BINARY: MessageKind.BINARY}
+_OPCODES = {MessageKind.TEXT: WSMsgType.TEXT, MessageKind.BINARY: WSMsgType.BINARY}
+#: Close reasons must fit a control frame (125 bytes with the 2-byte code, RFC 6455 5.5).
+MAX_CLOSE_REASON = 123
+_SOCKET_ERRORS = (ClientConnectionResetError, ConnectionError, RuntimeError)
+
+
+def unmask(key: bytes, payload: bytes) -> bytes:
+    """``payload`` unmasked with ``key`` (RFC 6455 5.3), by aiohttp's C routine."""
+    data = bytearray(payload)
+    websocket_mask(key, data)
+    return bytes(data)
+
+
+def close_payload(code: int, reason: str) -> bytes:
+    """The payload of a Close frame; the reason is cut to fit a control frame."""
+    return struct.pack("!H", code) + reason.encode()[:MAX_CLOSE_REASON]
+
+
+class WebSocketPeer:
+    """A prepared aiohttp server WebSocket behind the :class:`~hyco.server.peer.Peer` seam."""
+
+    def __init__(self, name: str, ws: web.WebSocketResponse, request: web.BaseRequest) -> None:
+        self.name = name
+        self._ws = ws
+        self._request = request
+
+    async def receive(self) -> Message:
+        """Next message; pings are answered by aiohttp; CLOSING/CLOSED/ERROR become GONE."""
+        try:
+            msg = await self._ws.receive()
+        except _SOCKET_ERRORS:
+            return Message(MessageKind.GONE)
+        kind = _DATA_KINDS.get(msg.type)
+        if kind is not None:
+            data = msg.data
+            return Message(kind, data if isinstance(data, bytes) else data.encode())
+        if msg.type is WSMsgType.CLOSE:
+            return Message(MessageKind.CLOSE, code=int(msg.data or 1000), reason=msg.extra or "")
+        return Message(MessageKind.GONE)
+
+    async def send(self, message: Message) -> None:
+        """Send one data message, waiting while the transport's buffer is full."""
+        try:
+            await self._ws.send_frame(message.data, _OPCODES[message.kind])
+        except _SOCKET_ERRORS as exc:
+            raise PeerGone(self.name) from exc
+
+    async def send_close(self, code: int, reason: str) -> None:
+        """Send a Close frame and return without waiting for the peer's Close."""
+        try:
+            await self._ws.send_frame(close_payload(code, reason), WSMsgType.CLOSE)
+        except _SOCKET_ERRORS as exc:
+            raise PeerGone(self.name) from exc
+
+    def abort(self) -> None:
+        """Close the TCP connection (after both Close frames, the server closes first: RFC 6455 7.1.1)."""
+        transport = self._request.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed or closing."""
+        return self._ws.closed
+
+
+class FrameSink(Protocol):
+    """Receives a frame socket's raw bytes after the handshake (``hyco.server.streamws``)."""
+
+    def feed_data(self, data: bytes) -> None:
+        """Bytes arrived."""
+        ...
+
+    def feed_eof(self) -> None:
+        """The connection is gone."""
+        ...
+
+
+class _SinkParser:
+    """Adapts a FrameSink to the parser interface aiohttp's request protocol calls after an upgrade."""
+
+    def __init__(self, sink: FrameSink) -> None:
+        self._sink = sink
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self._sink.feed_data(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._sink.feed_eof()
+
+
+class _FrameResponse(web.WebSocketResponse):
+    """aiohttp's handshake, then the sink instead of aiohttp's reassembling reader."""
+
+    def __init__(self, sink: FrameSink, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sink = sink
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        # Overrides aiohttp's hook that installs its reassembling reader (aiohttp 3.10+).
+        self._ws_protocol = protocol
+        self._writer = writer
+        request.protocol.set_parser(_SinkParser(self._sink))  # type: ignore[arg-type]
+        request.protocol.keep_alive(False)
+
+
+class FrameTransport:
+    """The raw connection under a frame-streaming socket: write bytes (waiting for the buffer to drain),
+    pause and resume reading, close."""
+
+    def __init__(self, request: web.BaseRequest, response: web.WebSocketResponse) -> None:
+        self._request = request
+        self._response = response
+
+    async def write(self, data: bytes) -> None:
+        """Write ``data`` and wait while the transport's buffer is above its high-water mark.
+
+        Raises:
+            ConnectionLost: the connection is closed.
+        """
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionLost("the peer's connection is closed")
+        transport.write(data)
+        # The response's stream writer knows whether the transport is paused; aiohttp has no public drain.
+        writer = self._response._payload_writer
+        if writer is not None:
+            try:
+                await writer.drain()
+            except _SOCKET_ERRORS as exc:
+                raise ConnectionLost("the peer's connection broke") from exc
+
+    def pause_reading(self, paused: bool) -> None:
+        """Stop (True) or resume (False) reading from the socket."""
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            return
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def close(self) -> None:
+        """Drop the connection. Idempotent."""
+        transport = self._request.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+
+class Handshake:
+    """A WebSocket upgrade request (``/$hc/...``) waiting to be accepted or refused.
+
+    The handler that serves it calls :meth:`accept` or :meth:`accept_frames` at most once, or raises a
+    :class:`~hyco.exceptions.RelayError` (or returns an HTTP answer) to refuse it; :attr:`response` is what
+    the front door hands back to aiohttp.
+    """
+
+    def __init__(self, request: web.BaseRequest) -> None:
+        self._request = request
+        self.response: web.StreamResponse | None = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The request headers (case-insensitive)."""
+        return self._request.headers
+
+    @property
+    def host(self) -> str:
+        """The Host header the client sent."""
+        return self._request.host
+
+    @property
+    def secure(self) -> bool:
+        """Whether the connection is TLS."""
+        return self._request.secure
+
+    @property
+    def remote(self) -> str:
+        """The client's IP address, for logs (``?`` if unknown)."""
+        return self._request.remote or "?"
+
+    @property
+    def peername(self) -> tuple[str, int] | None:
+        """The client's ``(address, port)`` (the ``remoteEndpoint`` of protocol.md 2.2)."""
+        transport = self._request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        return (str(peer[0]), int(peer[1])) if peer else None
+
+    @property
+    def offered_protocol(self) -> str | None:
+        """The first sub-protocol the client offered, if any."""
+        offered = self._request.headers.get("Sec-WebSocket-Protocol", "")
+        return offered.split(",")[0].strip() or None
+
+    async def accept(
+        self,
+        name: str,
+        *,
+        protocol: str | None,
+        max_message_size: int,
+        heartbeat: float | None = None,
+    ) -> WebSocketPeer:
+        """Complete the upgrade and return the socket as a message-level Peer.
+
+        ``autoclose=False`` lets the relay forward a Close instead of echoing it (half-close); compression is
+        off because the relay forwards payloads untouched and negotiates no extension end to end (3.2).
+
+        Raises:
+            ConnectionLost: the client went away during the handshake.
+        """
+        ws = web.WebSocketResponse(
+            protocols=(protocol,) if protocol else (),
+            autoclose=False,
+            autoping=True,
+            compress=False,
+            max_msg_size=max_message_size,
+            heartbeat=heartbeat,
+            decode_text=False,
+        )
+        await self._prepare(ws)
+        return WebSocketPeer(name, ws, self._request)
+
+    async def accept_frames(self, sink: FrameSink) -> FrameTransport:
+        """Complete the upgrade; from then on the socket's bytes go to ``sink``.
+
+        Raises:
+            ConnectionLost: the client went away during the handshake.
+        """
+        ws = _FrameResponse(sink, autoclose=False, compress=False)
+        await self._prepare(ws)
+        return FrameTransport(self._request, ws)
+
+    async def _prepare(self, ws: web.WebSocketResponse) -> None:
+        try:
+            await ws.prepare(self._request)
+        except _SOCKET_ERRORS as exc:
+            raise ConnectionLost("the client went away during the WebSocket handshake") from exc
+        self.response = ws
+
+
+def bound_address(site: web.TCPSite) -> tuple[str, int]:
+    """The ``(host, port)`` a started site listens on (useful with port 0)."""
+    # aiohttp has no public accessor for the bound socket; asyncio and uvloop servers both have .sockets
+    server = site._server
+    sockets: list[socket.socket] = list(getattr(server, "sockets", None) or ())
+    host, port = sockets[0].getsockname()[:2]
+    return str(host), int(port)

@@ -1,0 +1,186 @@
+"""The front door: every request the relay's port receives is classified here and handed to its forwarder
+(design.md, "The relay's data flow").
+
+* ``/$health`` answers readiness;
+* ``/$hc/{path}?sb-hc-action=listen|connect|accept|request`` are WebSocket upgrades: listeners' control
+  channels (:class:`~hyco.server.listeners.ListenerHub`), senders and listeners' dials
+  (:class:`~hyco.server.streams.StreamForwarder`), request rendezvous
+  (:class:`~hyco.server.httpforward.HttpForwarder`);
+* every other path is relayed HTTP (:class:`~hyco.server.httpforward.HttpForwarder`).
+
+Errors are mapped to responses in one place (:meth:`FrontDoor.error_response`) from the status each
+:class:`~hyco.exceptions.RelayError` carries, with a reason that says what happened and a tracking id.
+Refusals are logged at most once a second per (client address, status), so a client cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from hyco.exceptions import InvalidURI, RelayError, ServerBusy
+from hyco.protocol.uri import HC_PREFIX, Action, parse_websocket_target, query_params
+from hyco.server.answer import HttpAnswer
+from hyco.server.engine import Handshake
+from hyco.server.httpforward import HttpForwarder
+from hyco.server.listeners import ListenerHub
+from hyco.server.registry import Registry
+from hyco.server.streams import StreamForwarder
+from hyco.server.throttle import Throttle
+
+__all__ = ["FrontDoor", "reason_phrase"]
+
+log = logging.getLogger("hyco.relay")
+
+HEALTH_PATH = "/$health"
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: Longest reason phrase on a status line (the description is in the JSON body in full).
+MAX_REASON_PHRASE = 512
+_TRACKING_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+def reason_phrase(text: str) -> str:
+    """A description made safe for an HTTP status line (no CR/LF or other control characters)."""
+    return _CONTROL_CHARS.sub(" ", text)[:MAX_REASON_PHRASE]
+
+
+def new_tracking_id() -> str:
+    """A random GUID-shaped id (uuid4's format without its cost; one is made per request)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def client_tracking_id(ident: str | None) -> str | None:
+    """The GUID part of a client's ``sb-hc-id`` (before the first ``_``, protocol.md 1.5), if it is safe to
+    echo in headers and logs; None otherwise (the relay then makes its own)."""
+    if not ident:
+        return None
+    head = ident.partition("_")[0]
+    return head if _TRACKING_ID.fullmatch(head) else None
+
+
+class FrontDoor:
+    """The relay's one aiohttp handler.
+
+    Args:
+        registry: finds the hybrid connection a path names.
+        listeners, streams, http: the forwarders requests are handed to.
+        closing: tells whether the relay is shutting down (new requests then get 503).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        listeners: ListenerHub,
+        streams: StreamForwarder,
+        http: HttpForwarder,
+        closing: Callable[[], bool],
+    ) -> None:
+        self._registry = registry
+        self._listeners = listeners
+        self._streams = streams
+        self._http = http
+        self._closing = closing
+        self._refusals = Throttle(interval=1.0)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one request (aiohttp calls this for every path)."""
+        raw_path = request.rel_url.raw_path
+        tracking_id = new_tracking_id()
+        try:
+            if self._closing():
+                raise ServerBusy("The relay is shutting down; retry on another node or later.")
+            if raw_path == HEALTH_PATH:
+                return web.json_response(self.health())
+            if raw_path.startswith(HC_PREFIX) or raw_path == HC_PREFIX.rstrip("/"):
+                return await self._websocket(request, raw_path, tracking_id)
+            ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
+            tracking_id = client_tracking_id(ident) or tracking_id
+            hc, suffix = self._registry.find(raw_path)
+            return await self._http.forward(request, hc, suffix, tracking_id)
+        except RelayError as exc:
+            return self.error_response(request, exc, tracking_id)
+
+    async def _websocket(self, request: web.Request, raw_path: str, tracking_id: str) -> web.StreamResponse:
+        try:
+            target = parse_websocket_target(raw_path, request.rel_url.raw_query_string)
+        except InvalidURI as exc:
+            raise RelayError(f"Bad request: {exc.reason}.", http_status=400) from None
+        tracking_id = client_tracking_id(target.id) or tracking_id
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise RelayError(
+                "Bad request: /$hc/ URLs take WebSocket upgrades; send plain HTTP requests to "
+                "/{hybrid-connection-path} instead.",
+                http_status=400,
+            )
+        handshake = Handshake(request)
+        answer: HttpAnswer | None = None
+        try:
+            if target.action is Action.LISTEN:
+                await self._listeners.serve(handshake, target, tracking_id)
+            elif target.action is Action.CONNECT:
+                hc, suffix = self._registry.find(target.path)
+                answer = await self._streams.connect(handshake, target, hc, suffix, tracking_id)
+            elif target.action is Action.ACCEPT:
+                answer = await self._streams.accept(handshake, target)
+            else:
+                await self._http.rendezvous(handshake, target.id)
+        except RelayError as exc:
+            if handshake.response is None:
+                raise
+            # Once the upgrade is done, errors travel as Close frames (sent by the handler); log and end.
+            log.debug("%s %s ended: %s", target.action.value, target.path[:200], exc.description)
+        if answer is not None:
+            return web.Response(
+                status=answer.status,
+                reason=reason_phrase(answer.reason),
+                headers=answer.headers,
+                text=answer.text or None,
+            )
+        if handshake.response is None:  # the handler ended without upgrading or answering
+            raise RelayError("The client went away during the WebSocket handshake.", http_status=400)
+        return handshake.response
+
+    def error_response(self, request: web.Request, exc: RelayError, tracking_id: str) -> web.Response:
+        """The response for a refusal, logged (throttled per client and status)."""
+        timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        description = f"{exc.description} TrackingId:{tracking_id}, Timestamp:{timestamp}"
+        remote = request.remote or "?"
+        log_it, suppressed = self._refusals.check((remote, exc.http_status))
+        if log_it:
+            level = logging.WARNING if exc.http_status in (401, 403) else logging.INFO
+            log.log(
+                level,
+                "refused %s %s from %s: %d %s%s",
+                request.method,
+                request.rel_url.raw_path[:200],
+                remote,
+                exc.http_status,
+                exc.description,
+                f" ({suppressed} more like it not logged)" if suppressed else "",
+            )
+        body = json.dumps({"error": {"code": exc.http_status, "message": description}})
+        return web.Response(
+            status=exc.http_status,
+            reason=reason_phrase(description),
+            text=body,
+            content_type="application/json",
+            headers={"TrackingId": tracking_id},
+        )
+
+    def health(self) -> dict[str, Any]:
+        """The ``/$health`` body: readiness and live counts."""
+        return {
+            "status": "ready",
+            "listeners": len(self._listeners),
+            "pending_connections": self._streams.waiting,
+            "active_connections": self._streams.active,
+            "http_requests_in_flight": len(self._http),
+        }

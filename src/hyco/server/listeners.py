@@ -1,0 +1,154 @@
+"""Listeners' control channels on this node (protocol.md 2; design.md data flow step 1).
+
+:class:`ListenerHub` takes a listener's upgrade after the front door classified it: it checks the token
+(Listen rights), registers the hybrid connection (only then: an unauthenticated dial creates nothing),
+reserves one of the entity's listener slots, runs the :class:`~hyco.server.control.ControlChannel` and undoes
+all of it when the channel ends. It also answers who is connected, and drops a listener on request
+(operations, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hyco.protocol.sas import Right, SasToken
+from hyco.protocol.uri import WebSocketTarget
+from hyco.server.config import Limits
+from hyco.server.control import ControlChannel
+from hyco.server.engine import Handshake
+from hyco.server.registry import HybridConnection, Registry
+
+__all__ = ["ConnectedListener", "ListenerHub"]
+
+log = logging.getLogger("hyco.relay")
+
+SB_AUTH_HEADER = "ServiceBusAuthorization"
+
+#: Checks a token text for a right on a hybrid connection; raises RelayError (401/403) when it is not good.
+Authorize = Callable[[Handshake, str | None, HybridConnection, Right], SasToken]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectedListener:
+    """One connected listener, as operations and tests see it."""
+
+    path: str
+    listener_id: str
+    remote: str
+    token_expiry: float
+    #: Numbers this node's control channels in the order they opened (a reconnect gets a new one).
+    channel_number: int
+
+
+class ListenerHub:
+    """The control channels of the listeners connected to this relay.
+
+    Args:
+        registry: the namespace's hybrid connections.
+        limits: listener cap, message size, ping interval, token grace, send timeout.
+        authorize: the token check (see :data:`Authorize`).
+        base_url_for: where listeners reach this node, given the listener's own handshake.
+        on_response, on_invalid_response: where HTTP responses arriving on a channel go.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        limits: Limits,
+        authorize: Authorize,
+        base_url_for: Callable[[Handshake], str],
+        on_response: Callable[..., bool],
+        on_invalid_response: Callable[[str, str], bool],
+    ) -> None:
+        self._registry = registry
+        self._limits = limits
+        self._authorize = authorize
+        self._base_url_for = base_url_for
+        self._on_response = on_response
+        self._on_invalid_response = on_invalid_response
+        self._channels: dict[ControlChannel, tuple[str, str, int]] = {}  # -> (path, remote, number)
+        self._opened = 0
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def connected(self) -> list[ConnectedListener]:
+        """Every listener whose control channel is open."""
+        return [
+            ConnectedListener(path, ch.listener_id, remote, ch.token_expiry, number)
+            for ch, (path, remote, number) in self._channels.items()
+        ]
+
+    async def disconnect(self, listener_id: str, code: int, reason: str) -> bool:
+        """Close the control channel(s) of ``listener_id`` with ``code``; False if none is connected."""
+        found = [ch for ch in self._channels if ch.listener_id == listener_id.lower()]
+        for channel in found:
+            await channel.close(code, reason)
+        return bool(found)
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every control channel (relay shutdown)."""
+        await asyncio.gather(*(ch.close(code, reason) for ch in list(self._channels)), return_exceptions=True)
+
+    async def serve(self, handshake: Handshake, target: WebSocketTarget, tracking_id: str) -> None:
+        """Authorize, register and run one listener's control channel until it ends.
+
+        Raises:
+            RelayError: 401/403 (token), 404 (no such entity and creation off), 403 (listener cap or quota).
+        """
+        hc = self._registry.find_for_listener(target.path)
+        token_text = handshake.headers.get(SB_AUTH_HEADER) or target.token
+        token = self._authorize(handshake, token_text, hc, Right.LISTEN)
+        hc = self._registry.register(hc)  # only after the token checked out
+        limits = self._limits
+        hc.reserve(limits.max_listeners)  # the slot is taken before the first await
+        reserved = True
+        try:
+            peer = await handshake.accept(
+                "listener",
+                protocol=None,
+                max_message_size=limits.max_control_message_size,
+                heartbeat=limits.ping_interval or None,
+            )
+            channel = ControlChannel(
+                peer,
+                path=hc.path,
+                listener_id=tracking_id.lower(),
+                base_url=self._base_url_for(handshake),
+                token=token,
+                # Renewals are checked exactly as the token the channel opened with (2.6).
+                renew=lambda text: self._authorize(handshake, text, hc, Right.LISTEN),
+                token_grace=limits.token_grace,
+                on_response=self._on_response,
+                on_invalid_response=self._on_invalid_response,
+                send_timeout=limits.accept_timeout,
+            )
+            hc.add_listener(channel)
+            reserved = False
+            self._opened += 1
+            self._channels[channel] = (hc.path, handshake.remote, self._opened)
+            log.info(
+                "listener online: path=%s listener=%s from=%s (%d connected)",
+                hc.path,
+                channel.listener_id,
+                handshake.remote,
+                len(hc.listeners),
+            )
+            try:
+                await channel.run()
+            finally:
+                del self._channels[channel]
+                hc.remove_listener(channel)
+                log.info(
+                    "listener offline: path=%s listener=%s%s",
+                    hc.path,
+                    channel.listener_id,
+                    f" ({channel.close_reason})" if channel.close_reason else "",
+                )
+        finally:
+            if reserved:
+                hc.unreserve()
+            self._registry.release(hc)
