@@ -167,12 +167,16 @@ class FrontDoor:
                 f" ({suppressed} more like it not logged)" if suppressed else "",
             )
         body = json.dumps({"error": {"code": exc.http_status, "message": description}})
+        headers = {"TrackingId": tracking_id}
+        if exc.http_status == 401:
+            # RFC 9110 11.6.1: a 401 names its scheme; Java's HTTP client hides a 401 that does not.
+            headers["WWW-Authenticate"] = "SharedAccessSignature"
         return web.Response(
             status=exc.http_status,
             reason=reason_phrase(description),
             text=body,
             content_type="application/json",
-            headers={"TrackingId": tracking_id},
+            headers=headers,
         )
 
     def health(self) -> dict[str, Any]:

@@ -203,8 +203,7 @@ class HttpForwarder:
                 async with asyncio.timeout(self._body_timeout):
                     chunk = await request.content.readany()
             except TimeoutError:
-                if request.transport is not None:
-                    request.transport.close()  # the sender is not sending; don't wait for it any more
+                # aiohttp closes the connection after the answer: the rest of the body is never read.
                 raise RelayError(
                     f"Request Timeout: the request body stalled for {self._body_timeout:g} s.",
                     http_status=408,

@@ -1,0 +1,235 @@
+"""Hostile and unlucky clients: each test reproduces one defect found by the hostile probe (issue 13) through
+real sockets or the in-memory seam, and checks the relay's answer and that its accounting returns to zero."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from hyco.exceptions import ConnectionLost, EndpointNotFound
+from hyco.protocol.uri import parse_websocket_target
+from hyco.server import Limits, Relay
+from hyco.server.capacity import Capacity
+from hyco.server.registry import Registry
+from hyco.server.router import LocalRouter
+from hyco.server.splice import Splice
+from hyco.server.streams import StreamForwarder
+from hyco.testing import memory_peer
+from tests.conftest import TIMEOUT, test_config
+from tests.server.wire import (
+    RawListener,
+    handshake_error,
+    recording_session,
+    send_connect,
+    token_for,
+    wait_for_health,
+)
+
+
+@pytest.fixture
+async def session():
+    async with recording_session() as s:
+        yield s
+
+
+# --- admission slots are released on every path (defect 1) ---------------------------------------
+
+
+class _Handshake:
+    """Just what StreamForwarder.connect reads before the upgrade."""
+
+    headers: dict[str, str] = {}
+    peername = ("127.0.0.1", 1)
+    remote = "127.0.0.1"
+
+
+class _Channel:
+    """A listener whose control channel breaks, or never takes the command, as the test says."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.listener_id = "00000000-0000-0000-0000-000000000001"
+        self.base_url = "ws://127.0.0.1:1"
+        self.started = asyncio.Event()
+
+    async def send(self, command: object) -> None:
+        await self.send_with_body(command, None)
+
+    async def send_with_body(self, command: object, body: bytes | None) -> None:
+        self.started.set()
+        if self.behaviour == "broken":
+            raise ConnectionLost("the listener's control channel broke")
+        await asyncio.Event().wait()  # "stuck": the send never completes (a listener that stopped reading)
+
+
+@pytest.mark.parametrize("behaviour", ["broken", "stuck"])
+async def test_a_failed_or_abandoned_offer_gives_its_slot_back(behaviour):
+    capacity = Capacity(2)
+    forwarder = StreamForwarder(LocalRouter(), Limits(accept_timeout=TIMEOUT), capacity, lambda *a: None)
+    registry = Registry(test_config().hybrid_connections, create_on_listen=False, max_hybrid_connections=10)
+    hc, suffix = registry.find("open")
+    channel = _Channel(behaviour)
+    hc.reserve(25)
+    hc.add_listener(channel)
+    target = parse_websocket_target("/$hc/open", "sb-hc-action=connect")
+    for _ in range(5):  # more attempts than slots: a leak would turn the later ones away with 503
+        task = asyncio.ensure_future(forwarder.connect(_Handshake(), target, hc, suffix, "t"))  # type: ignore[arg-type]
+        await asyncio.wait_for(channel.started.wait(), TIMEOUT)
+        channel.started.clear()
+        if behaviour == "stuck":
+            task.cancel()  # the sender hung up while the relay was still offering it
+        with pytest.raises((EndpointNotFound, asyncio.CancelledError)):
+            await task
+        assert len(capacity) == 0
+        assert forwarder.waiting == 0
+
+
+# --- one connection cannot hold the event loop (defect 2) ----------------------------------------
+
+
+async def test_a_flood_of_tiny_messages_lets_other_tasks_run():
+    a, b = memory_peer("a"), memory_peer("b")
+    flood = 2000  # many times the messages a pump may move per turn
+    for _ in range(flood):
+        a.remote_send(b"")  # all buffered already: receive() never has to wait
+    a.remote_close()
+    seen: list[int] = []
+
+    async def bystander() -> None:
+        while True:
+            seen.append(b.unread)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(bystander())
+    await asyncio.sleep(0)
+    splice = Splice(a, b, close_timeout=TIMEOUT)
+    run = asyncio.ensure_future(splice.run())
+    await asyncio.wait_for(b.remote_receive(), TIMEOUT)  # the first message got through
+    while b.unread < flood:
+        await asyncio.sleep(0)
+    watcher.cancel()
+    b.remote_close()
+    await asyncio.wait_for(run, TIMEOUT)
+    # The bystander ran while the flood was being moved, not only before and after it.
+    assert any(0 < n < flood for n in seen), seen[:5]
+
+
+# --- slow and silent clients are cut (defects 3 and 4) --------------------------------------------
+
+
+async def test_a_client_that_never_completes_its_request_head_is_disconnected(relay_factory):
+    relay = await relay_factory(limits=Limits(idle_timeout=0.3))
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(b"GET /$health HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # a slowloris never finishes
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # closed by the relay
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_a_404(relay_factory):
+    relay = await relay_factory(limits=Limits(idle_timeout=0.3))
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(b"GET /no-such-entity HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n"), TIMEOUT)
+    assert b" 404 " in head
+    rest = await asyncio.wait_for(reader.read(), TIMEOUT)  # then EOF: the relay closed the idle socket
+    assert b"Endpoint does not exist" in rest
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_stalled_small_body_ends_with_408_and_frees_its_slot(relay_factory, session):
+    relay = await relay_factory(limits=Limits(body_timeout=0.3, max_pending=1))
+    listener = await RawListener.open(session, relay.url, "open")
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(b"POST /open HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n"), TIMEOUT)
+    assert b" 408 " in head
+    writer.close()
+    await writer.wait_closed()
+    await wait_for_health(session, relay.http_url, "http_requests_in_flight", 0)
+    # The slot is free again: the next request reaches the listener.
+    request = asyncio.ensure_future(session.get(f"{relay.http_url}/open/again"))
+    command = await listener.next_command()
+    assert command["request"]["requestTarget"] == "/open/again"
+    await listener.ws.send_json({"response": {"requestId": command["request"]["id"], "statusCode": 204}})
+    async with await asyncio.wait_for(request, TIMEOUT) as resp:
+        assert resp.status == 204
+
+
+# --- conformance of the rendezvous (defect 11) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [100, 101, 199, 600])
+async def test_a_reject_with_an_impossible_status_gives_the_sender_502(relay: Relay, session, status):
+    listener = await RawListener.open(session, relay.url)
+    task = asyncio.ensure_future(send_connect(session, relay.url))
+    address = (await listener.next_command())["accept"]["address"]
+    err = await handshake_error(session.ws_connect(f"{address}&sb-hc-statusCode={status}"))
+    assert err.status == 410
+    sender_err = await handshake_error(task)
+    assert sender_err.status == 502
+    assert f"invalid status {status}" in sender_err.message
+
+
+async def test_a_rendezvous_id_dialed_under_another_path_is_refused(relay: Relay, session):
+    listener = await RawListener.open(session, relay.url)
+    task = asyncio.ensure_future(send_connect(session, relay.url))
+    address = (await listener.next_command())["accept"]["address"]
+    elsewhere = address.replace("/$hc/echo?", "/$hc/open?")
+    assert elsewhere != address
+    err = await handshake_error(session.ws_connect(elsewhere))
+    assert err.status == 403
+    # The entry is still there for the right dial.
+    rendezvous = await session.ws_connect(address)
+    sender = await asyncio.wait_for(task, TIMEOUT)
+    await sender.send_str("through")
+    assert (await rendezvous.receive(TIMEOUT)).data == "through"
+    await asyncio.gather(sender.close(), rendezvous.close())
+
+
+async def test_a_frozen_spliced_peer_is_cut_by_the_relays_pings(relay_factory, session):
+    relay = await relay_factory(limits=Limits(ping_interval=0.3))
+    listener = await RawListener.open(session, relay.url)
+    task = asyncio.ensure_future(send_connect(session, relay.url))
+    address = (await listener.next_command())["accept"]["address"]
+    # autoping=False and never reading: this listener answers no ping, like a SIGSTOPped process.
+    frozen = await session.ws_connect(address, autoping=False)
+    sender = await asyncio.wait_for(task, TIMEOUT)
+    msg = await sender.receive(TIMEOUT)
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert msg.data == 1011
+    await wait_for_health(session, relay.http_url, "active_connections", 0)
+    await frozen.close()
+
+
+async def test_senders_get_their_slot_back_after_every_outcome(relay_factory, session):
+    relay = await relay_factory(limits=Limits(max_pending=1, accept_timeout=0.3))
+    listener = await RawListener.open(session, relay.url)
+    # timed out (the listener never dials)
+    timed_out = await handshake_error(send_connect(session, relay.url))
+    assert timed_out.status == 404
+    await listener.next_command()
+    # rejected
+    task = asyncio.ensure_future(send_connect(session, relay.url))
+    address = (await listener.next_command())["accept"]["address"]
+    await handshake_error(session.ws_connect(address + "&sb-hc-statusCode=409"))
+    assert (await handshake_error(task)).status == 409
+    # spliced and ended
+    task = asyncio.ensure_future(send_connect(session, relay.url, headers={"X": "y"}))
+    rendezvous = await session.ws_connect((await listener.next_command())["accept"]["address"])
+    sender = await asyncio.wait_for(task, TIMEOUT)
+    await asyncio.gather(sender.close(), rendezvous.close())
+    await wait_for_health(session, relay.http_url, "pending_connections", 0)
+    # With max_pending = 1, a leaked slot would refuse this one with 503.
+    task = asyncio.ensure_future(
+        send_connect(session, relay.url, token=token_for(relay.url, "echo"), headers={})
+    )
+    rendezvous = await session.ws_connect((await listener.next_command())["accept"]["address"])
+    sender = await asyncio.wait_for(task, TIMEOUT)
+    await asyncio.gather(sender.close(), rendezvous.close())
