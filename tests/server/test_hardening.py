@@ -4,6 +4,7 @@ real sockets or the in-memory seam, and checks the relay's answer and that its a
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -233,3 +234,34 @@ async def test_senders_get_their_slot_back_after_every_outcome(relay_factory, se
     rendezvous = await session.ws_connect((await listener.next_command())["accept"]["address"])
     sender = await asyncio.wait_for(task, TIMEOUT)
     await asyncio.gather(sender.close(), rendezvous.close())
+
+
+# --- a listener that breaks its response mid-body (defect 9) --------------------------------------
+
+
+async def test_a_framing_error_mid_response_body_cuts_only_that_sender(relay: Relay, session, caplog):
+    from hyco.protocol.frames import Opcode, encode_frame
+    from tests.server.rawclient import RawStreamClient
+
+    listener = await RawListener.open(session, relay.url, "open")
+    sender = aiohttp.ClientSession()
+    request = asyncio.ensure_future(sender.get(f"{relay.http_url}/open/big"))
+    command = (await listener.next_command())["request"]
+    rendezvous = await RawStreamClient.connect(command["address"])
+    response = {"response": {"requestId": command["id"], "statusCode": 200, "body": True}}
+    await rendezvous.send_text(json.dumps(response))
+    rendezvous.writer.write(encode_frame(Opcode.BINARY, b"partial", fin=False, mask=b"abcd"))
+    await rendezvous.writer.drain()
+    async with await asyncio.wait_for(request, TIMEOUT) as resp:
+        assert resp.status == 200  # the body started; now the listener breaks the framing (RFC 6455 5.4)
+        rendezvous.writer.write(encode_frame(Opcode.TEXT, b"not allowed here", mask=b"abcd"))
+        await rendezvous.writer.drain()
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(resp.read(), TIMEOUT)
+    await sender.close()
+    rendezvous.close()
+    await wait_for_health(session, relay.http_url, "http_requests_in_flight", 0)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    async with session.get(f"{relay.http_url}/$health") as health:
+        assert health.status == 200
+    await listener.ws.close()

@@ -106,6 +106,14 @@ def _join_headers(pairs: list[tuple[str, str]], skip: set[str]) -> dict[str, str
     return headers
 
 
+def _cut(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
+    """End a response whose body cannot be completed by dropping the sender's connection."""
+    log.warning("http %s %s: %s; connection cut", request.method, request.rel_url.raw_path[:200], why)
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
 class HttpForwarder:
     """Forwards plain HTTP requests to listeners and relays their responses.
 
@@ -329,19 +337,18 @@ class HttpForwarder:
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                log.warning("http response body stalled for %g s; aborting", timeout)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
+                return _cut(request, response, f"the listener's response body stalled for {timeout:g} s")
+            except (ConnectionLost, RemoteProtocolError) as exc:
+                # The status line is gone already: a cut connection is how the sender learns the body broke.
+                return _cut(request, response, f"the listener's response body broke: {exc}")
             try:
                 # A sender that stops reading must not hold the exchange (and a max_pending slot) forever.
                 async with asyncio.timeout(timeout):
                     await response.write(chunk)
             except TimeoutError:
-                log.warning("http sender stopped reading for %g s; aborting", timeout)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
+                return _cut(request, response, f"the sender stopped reading for {timeout:g} s")
+            except ConnectionError:
+                return _cut(request, response, "the sender went away")
         await response.write_eof()
         return response
 
