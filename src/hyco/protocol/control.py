@@ -296,7 +296,7 @@ class _ControlProtocol:
 
     @property
     def close_sent(self) -> bool:
-        """Whether this end queued a Close; the driver then waits briefly for the peer's Close, and hangs up."""
+        """Whether this end queued a Close (the driver then waits briefly for the peer's Close)."""
         return self._close_sent
 
     def events_received(self) -> list[ControlEvent]:
@@ -384,7 +384,7 @@ class _ControlProtocol:
             self._transition(ControlInput.EOF)
 
     def close(self, code: int, reason: str) -> None:
-        """Queue a Close with ``code`` and ``reason`` and end the channel; does nothing if it already ended."""
+        """Queue a Close with ``code`` and ``reason``, ending the channel; no-op if it already ended."""
         if self.closed:
             return
         self._state = ControlState.CLOSED
