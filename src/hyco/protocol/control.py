@@ -17,7 +17,7 @@ The rules, each enforced in exactly one place:
 
 1. Only ``_transition`` changes the read state, and only along :data:`TRANSITIONS`, a
    ``role -> state -> input -> state`` table in the manner of h11's ``_state.py``. An input the table does
-   not list is the peer's fault: the object queues a Close (1008 and the reason) and raises
+   not list is the peer's fault: the object queues a Close (1008, "protocol violation: ...") and raises
    :class:`~hyco.exceptions.RemoteProtocolError` carrying the same code and reason. The driver writes the
    queue and stops reading.
 2. A command with ``body: true`` is followed by exactly one binary message (2.2, 4.2): the BODY state takes
@@ -416,7 +416,7 @@ class _ControlProtocol:
         self._state = allowed[what]
 
     def _fail(self, reason: str, code: int = POLICY_VIOLATION) -> NoReturn:
-        self.close(code, reason)
+        self.close(code, f"protocol violation: {reason}")
         raise RemoteProtocolError(reason, close_code=code)
 
     def _check_sendable(self) -> None:
@@ -475,7 +475,7 @@ class RelayControlProtocol(_ControlProtocol):
         """The token of a :class:`RenewalRequested` was refused: close with 1008 and ``reason`` (2.6)."""
         self.close(POLICY_VIOLATION, reason)
 
-    def send_command(self, command: Accept | Request, body: bytes | None = None) -> None:
+    def send_command(self, command: Command, body: bytes | None = None) -> None:
         """Queue ``command`` and, for a request with ``body: true``, its body as the very next message (2.2).
 
         Raises:

@@ -336,7 +336,7 @@ class Relay:
         )
         # A listener only needs Listen rights at connect time; renewals are checked the same way.
         channel = ControlChannel(
-            ws,
+            WebSocketPeer("listener", ws, request),
             path=hc.path,
             listener_id=tracking_id.lower(),
             base_url=self._base_url(request),
@@ -346,7 +346,7 @@ class Relay:
             on_response=self._http.on_control_response,
             on_invalid_response=self._http.on_invalid_response,
             send_timeout=limits.accept_timeout,
-            transport=request.transport,
+            max_message_size=limits.max_control_message_size,
         )
         hc.add_listener(channel, limits.max_listeners)  # reserve the slot before the first await
         try:
