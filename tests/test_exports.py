@@ -45,7 +45,7 @@ def test_module_has_all_and_every_name_exists(name: str) -> None:
 
 def test_protocol_package_re_exports_are_the_submodules_objects() -> None:
     protocol = importlib.import_module("hyco.protocol")
-    names = ("backoff", "connection_string", "messages", "sas", "uri")
+    names = ("backoff", "connection_string", "control", "messages", "sas", "uri")
     submodules = [importlib.import_module(f"hyco.protocol.{name}") for name in names]
     offered = {item: getattr(sub, item) for sub in submodules for item in sub.__all__}
     for item in protocol.__all__:

@@ -10,7 +10,7 @@ Every error hyco raises derives from :class:`HycoError`. The tree::
     │   └── InvalidConfig                 a relay configuration file or value that is wrong
     ├── ProtocolError                 a peer or hyco broke the Hybrid Connections protocol
     │   ├── LocalProtocolError            hyco was asked to do something the protocol forbids
-    │   └── RemoteProtocolError           the peer sent something the protocol forbids
+    │   └── RemoteProtocolError           the peer sent something the protocol forbids (carries a close code)
     ├── StreamClosed                  you closed (or shut down) this stream, then used it
     └── RelayError                    the relay refused or failed an operation (carries a status)
         ├── AuthorizationFailed           401: token missing, malformed, wrong audience, expired, bad sig
@@ -96,7 +96,18 @@ class LocalProtocolError(ProtocolError):
 
 
 class RemoteProtocolError(ProtocolError):
-    """The peer sent something the protocol does not allow (malformed JSON, unknown command, ...)."""
+    """The peer sent something the protocol does not allow (malformed JSON, unknown command, ...).
+
+    Attributes:
+        reason: what the peer did wrong; safe to show and to put in a Close frame (never contains a token).
+        close_code: the WebSocket close code that answers it on an open socket (1008 policy violation,
+            1009 message too big).
+    """
+
+    def __init__(self, reason: str, *, close_code: int = 1008) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.close_code = close_code
 
 
 class RelayError(HycoError):

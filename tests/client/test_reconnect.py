@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from hyco import (
+    AuthorizationFailed,
     ConnectionLost,
     EndpointNotFound,
     HybridConnectionClient,
@@ -18,7 +21,8 @@ from hyco import (
     TokenProvider,
 )
 from hyco.protocol.sas import create_token
-from hyco.server import Limits, Relay, ServerConfig, serve
+from hyco.server import Relay, ServerConfig, serve
+from hyco.testing import FakeClock
 from tests.client.conftest import address
 from tests.conftest import KEY, KEY_NAME, TIMEOUT, test_config
 
@@ -163,33 +167,90 @@ async def test_listener_stops_when_entity_disappears(tp: TokenProvider) -> None:
         await listener.close()
 
 
-async def test_token_is_renewed_over_the_control_channel(relay_factory: object) -> None:
-    relay: Relay = await relay_factory(limits=Limits(token_grace=1.0))  # type: ignore[operator]
-    calls: list[float] = []
-    third_token = asyncio.Event()
+class RelayLog(logging.Handler):
+    """Counts the relay's log lines that contain ``text`` and lets a test wait for the n-th."""
 
-    def mint(audience: str, valid_for: float) -> str:
-        calls.append(time.time())
-        if len(calls) >= 3:
-            third_token.set()
-        return create_token(audience, KEY_NAME, KEY, int(time.time() + 3))
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.count = 0
+        self._seen = asyncio.Event()
 
-    provider = TokenProvider.from_callable(mint)
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.count += 1
+            self._seen.set()
+
+    async def wait_for(self, times: int) -> None:
+        while self.count < times:
+            self._seen.clear()
+            await self._seen.wait()
+
+
+@pytest.fixture
+def relay_log() -> Iterator[Callable[[str], RelayLog]]:
+    logger = logging.getLogger("hyco.relay")
+    handlers: list[RelayLog] = []
+    level = logger.level
+
+    def watch(text: str) -> RelayLog:
+        handler = RelayLog(text)
+        handlers.append(handler)
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        return handler
+
+    yield watch
+    for handler in handlers:
+        logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+async def test_token_is_renewed_over_the_control_channel(
+    relay: Relay, relay_log: Callable[[str], RelayLog]
+) -> None:
+    # The listener and its tokens run on a fake clock that starts now, so every token is valid for the relay
+    # (which reads the real clock) and an hour of renewals passes at once.
+    clock = FakeClock(start=time.time())
+    provider = TokenProvider.from_shared_access_key(KEY_NAME, KEY, clock=clock.time)
+    renewed = relay_log("token renewed")
     log = StateLog()
-    async with make_listener(address(relay), provider, log) as listener:
-        first_expiry = int(calls[0] + 3)
+    async with make_listener(address(relay), provider, log, clock=clock) as listener:
         async with asyncio.timeout(TIMEOUT):
-            await third_token.wait()
-        # Two renewals happened; the first token (plus grace) has run out by now.
-        assert time.time() > first_expiry + 1.0 or listener.token_renewals >= 2
+            for renewal in (1, 2):
+                await clock.wait_for_sleepers(1)
+                clock.advance(3600)
+                await renewed.wait_for(renewal)  # the relay checked the new token and kept the channel
+        assert listener.token_renewals == 2
         assert listener.is_online
         assert log.count(ListenerState.OFFLINE) == 0
-        assert listener.token_renewals >= 1
-        (connected,) = relay.connected_listeners()
-        assert connected.token_expiry > first_expiry
-        admin = TokenProvider.from_shared_access_key(KEY_NAME, KEY)
         async with asyncio.timeout(TIMEOUT):
-            await roundtrip(address(relay), admin, listener)
+            await roundtrip(address(relay), provider, listener)
+
+
+async def test_a_renewal_the_relay_refuses_closes_1008_and_the_listener_reconnects(relay: Relay) -> None:
+    clock = FakeClock(start=time.time())
+    keys = iter([KEY, "d3Jvbmcta2V5", KEY])  # the renewal is signed with a wrong key
+
+    def mint(audience: str, valid_for: float) -> str:
+        return create_token(audience, KEY_NAME, next(keys), int(clock.time() + valid_for))
+
+    log = StateLog()
+    provider = TokenProvider.from_callable(mint, clock=clock.time)
+    async with make_listener(address(relay), provider, log, clock=clock) as listener:
+        async with asyncio.timeout(TIMEOUT):
+            await clock.wait_for_sleepers(1)
+            clock.advance(3600)  # renewal time: the relay refuses the token and closes the channel
+            await log.wait_for(ListenerState.OFFLINE, times=2)  # the immediate retry reuses the cached token
+            await clock.wait_for_sleepers(1)
+            clock.advance(3600)  # the next delay ends after the cached token's renew-at: a good one is minted
+            await log.wait_for(ListenerState.ONLINE, times=2)
+        offline = [
+            e for state, e in zip(log.states, log.errors, strict=True) if state is ListenerState.OFFLINE
+        ]
+        assert isinstance(offline[0], ConnectionLost) and offline[0].close_code == 1008
+        assert isinstance(offline[1], AuthorizationFailed)
+        assert listener.token_renewals == 1
 
 
 async def test_close_ends_iteration_and_accept(relay: Relay, tp: TokenProvider) -> None:

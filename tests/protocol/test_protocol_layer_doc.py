@@ -28,6 +28,7 @@ def test_doc_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert "InvalidToken" in out
     assert "InvalidConnectionString" in out
     assert "unknown control command" in out
+    assert "1008 unexpected request with body:true while waiting for the body" in out
 
 
 def test_doc_reconnect_driver_resets_after_success() -> None:

@@ -265,3 +265,30 @@ async def test_a_framing_error_mid_response_body_cuts_only_that_sender(relay: Re
     async with session.get(f"{relay.http_url}/$health") as health:
         assert health.status == 200
     await listener.ws.close()
+
+
+# --- the relay runs on an injected clock ------------------------------------------------------------
+
+
+async def test_a_relay_on_a_fake_clock_closes_an_expired_channel_when_the_clock_says_so(session):
+    import time
+
+    from hyco.protocol.sas import create_token
+    from hyco.server import serve
+    from hyco.testing import FakeClock
+    from tests.conftest import KEY, KEY_NAME
+
+    clock = FakeClock(start=time.time())
+    config = test_config(limits=Limits(token_grace=60))
+    async with serve(config, clock=clock) as relay:
+        host = relay.url.split("://", 1)[1].split(":")[0]
+        token = create_token(f"http://{host}/echo/", KEY_NAME, KEY, int(clock.time()) + 10)
+        listener = await RawListener.open(session, relay.url, token=token)
+        await clock.wait_for_sleepers()
+        clock.advance(69)  # expiry + grace - 1 s: still open
+        await clock.wait_for_sleepers()
+        assert len(relay.connected_listeners()) == 1
+        clock.advance(2)
+        msg = await listener.ws.receive(TIMEOUT)
+        assert msg.type is aiohttp.WSMsgType.CLOSE
+        assert msg.data == 1008

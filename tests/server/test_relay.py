@@ -389,25 +389,7 @@ async def test_renew_token_keeps_channel_and_bad_renewal_closes_1008(relay: Rela
     assert "signature" in msg.extra
 
 
-async def test_expired_token_closes_control_channel_after_grace(relay_factory, session):
-    relay = await relay_factory(limits=Limits(token_grace=0.1))
-    token = token_for(relay.url, "echo", ttl=1)
-    listener = await RawListener.open(session, relay.url, token=token)
-    msg = await listener.ws.receive(TIMEOUT)
-    assert msg.type is WSMsgType.CLOSE
-    assert listener.ws.close_code == 1008
-    assert "ExpiredToken" in msg.extra
-
-
-async def test_renewal_extends_an_expiring_channel(relay_factory, session):
-    relay = await relay_factory(limits=Limits(token_grace=0.1))
-    listener = await RawListener.open(session, relay.url, token=token_for(relay.url, "echo", ttl=1))
-    await listener.ws.send_str(json.dumps({"renewToken": {"token": token_for(relay.url, "echo")}}))
-    await asyncio.sleep(1.5)  # past the first token's expiry + grace: the renewed token must hold
-    task = asyncio.ensure_future(send_connect(session, relay.url))
-    address = (await listener.next_command())["accept"]["address"]
-    await session.ws_connect(address)
-    await asyncio.wait_for(task, TIMEOUT)
+# Expiry after the grace window and renewals that move it run on a FakeClock in tests/server/test_control.py.
 
 
 @pytest.mark.parametrize(

@@ -56,15 +56,15 @@ class HttpServing:
 
     Attributes:
         handler: the user's request handler, or None (answer 501).
-        send_control: ``send_control(json, body)`` writes a JSON and (when ``body`` is not None) its binary
-            message on the control channel, atomically with respect to other control writes.
+        send_control: ``send_control(response, body)`` writes a response and (when ``body`` is not None)
+            its binary message on the control channel, atomically with respect to other control writes.
         dial: ``dial(address)`` opens a request rendezvous.
         base_url: ``http(s)://host[:port]`` as senders see the relay.
         hybrid_connection_path: the listener's hybrid connection path.
     """
 
     handler: RequestHandler | None
-    send_control: Callable[[str, bytes | None], Awaitable[None]]
+    send_control: Callable[[Response, bytes | None], Awaitable[None]]
     dial: Callable[[str], Awaitable[RawWebSocket]]
     base_url: str
     hybrid_connection_path: str
@@ -135,15 +135,13 @@ async def _run_handler(handler: RequestHandler | None, request: RelayedHttpReque
         return RelayedHttpResponse(500, reason=HANDLER_FAILED.format(id=request.id))
 
 
-def _command(request_id: str, response: RelayedHttpResponse, body: bool) -> str:
-    return encode(
-        Response(
-            request_id=request_id,
-            status_code=response.status,
-            status_description=response.reason,
-            response_headers=response.headers or None,
-            body=body,
-        )
+def _command(request_id: str, response: RelayedHttpResponse, body: bool) -> Response:
+    return Response(
+        request_id=request_id,
+        status_code=response.status,
+        status_description=response.reason,
+        response_headers=response.headers or None,
+        body=body,
     )
 
 
@@ -176,9 +174,9 @@ async def _send_response(
             logger.exception("! the response body of %s %s raised", request.method, request.target)
             response = RelayedHttpResponse(500, reason=HANDLER_FAILED.format(id=command.id))
             source, head, rest = None, b"", None
-    text = _command(command.id, response, source is not None)
-    if rest is None and len(head) <= MAX_INLINE_BODY and len(text) <= MAX_INLINE_JSON:
-        await serving.send_control(text, head if source is not None else None)
+    answer = _command(command.id, response, source is not None)
+    if rest is None and len(head) <= MAX_INLINE_BODY and len(encode(answer)) <= MAX_INLINE_JSON:
+        await serving.send_control(answer, head if source is not None else None)
         return
     try:
         rendezvous = await serving.dial(command.address)
@@ -255,7 +253,7 @@ async def _respond_on_rendezvous(
     request_body: HttpBody,
     head: bytes,
 ) -> None:
-    await ws.send_text(_command(request_id, response, source is not None or bool(head)))
+    await ws.send_text(encode(_command(request_id, response, source is not None or bool(head))))
     drain: asyncio.Task[None] | None = None
     if not request_body.at_eof and (source is None or isinstance(source, bytes)):
         # The relay sends the whole request body before it reads the response (protocol.md 4.3): read what

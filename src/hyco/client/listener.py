@@ -11,7 +11,13 @@ Theory of operation:
 * Each ``accept`` command is handled in its own task, so a slow accept handler never blocks the control
   channel (protocol.md 8.1): the handler decides, then the listener dials the rendezvous address (accept) or
   the address plus ``sb-hc-statusCode``/``sb-hc-statusDescription`` (reject; the relay answers 410).
+* The control channel's rules live in :class:`hyco.protocol.control.ListenerControlProtocol`; this module
+  feeds it what arrives and writes what it queues, one writer at a time. Anything the relay may not send
+  (bad JSON, an unknown command, a stray binary message, an oversize message, a ``body: true`` request
+  without its body) closes the channel with 1008 (1009 when too big); ``last_error`` says what was wrong,
+  and the listener reconnects.
 * Before the token expires, a fresh one goes up the control channel as ``renewToken`` (protocol.md 2.6).
+  Token renewal and reconnect delays wait on the listener's :class:`~hyco._clock.Clock`.
 * aiohttp's heartbeat pings the relay every ``keep_alive_interval`` and drops the channel when no pong comes,
   which turns a silently dead network into a reconnect (protocol.md 2.7).
 * Every control-channel close code (1000, 1001, 1008, 1011 including the 24 h ``NameRenewalFailed`` recycle,
@@ -23,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import inspect
 import logging
 import ssl as ssl_module
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -36,6 +42,7 @@ from urllib.parse import quote_plus, urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from hyco._clock import SYSTEM_CLOCK, Clock
 from hyco.client._httpserve import HttpServing, serve_request
 from hyco.client._net import NetOptions, make_ssl, open_websocket
 from hyco.client._rawws import RawWebSocket
@@ -59,7 +66,16 @@ from hyco.exceptions import (
     RemoteProtocolError,
 )
 from hyco.protocol.backoff import RECONNECT_DELAYS, reconnect_delays
-from hyco.protocol.messages import Accept, RemoteEndpoint, RenewToken, Request, decode, encode
+from hyco.protocol.control import (
+    DEFAULT_MAX_CONTROL_MESSAGE,
+    AcceptReceived,
+    BinaryMessage,
+    CloseMessage,
+    ListenerControlProtocol,
+    RequestReceived,
+    TextMessage,
+)
+from hyco.protocol.messages import Accept, RemoteEndpoint, Request, Response
 from hyco.protocol.uri import Action, strip_sb_hc_params
 
 __all__ = ["AcceptContext", "AcceptHandler", "HybridConnectionListener", "ListenerState"]
@@ -72,10 +88,6 @@ DEFAULT_OPEN_TIMEOUT = 60.0
 DEFAULT_KEEP_ALIVE = 30.0
 #: Accepted streams waiting for ``accept()`` (plus dials in flight) before new senders get 503.
 DEFAULT_MAX_PENDING_ACCEPTS = 1000
-#: Never renew more often than this, even for very short-lived tokens.
-MIN_RENEW_DELAY = 1.0
-#: When a token source keeps returning the same token, ask again after this long.
-UNCHANGED_TOKEN_RETRY = 30.0
 #: .NET's description when the accept handler throws (protocol.md 3.3).
 _HANDLER_FAILED = (
     "The Listener's custom AcceptHandler threw an exception. See Listener logs for details. TrackingId: {id}."
@@ -183,6 +195,8 @@ class HybridConnectionListener:
         read_timeout, write_timeout, stream_keep_alive, close_timeout: defaults for accepted streams.
         max_pending_accepts: accepted streams not yet taken by ``accept()`` (plus dials in flight) before
             new senders are rejected with 503, so an application that falls behind cannot run out of sockets.
+        max_control_message_size: the largest message the relay may send on the control channel, in bytes.
+        clock: what token renewal and reconnect delays wait on (``hyco.testing.FakeClock`` in tests).
 
     Raises:
         InvalidInput: no token provider, or an address that cannot be used.
@@ -218,6 +232,8 @@ class HybridConnectionListener:
         stream_keep_alive: float | None = DEFAULT_STREAM_KEEP_ALIVE,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         max_pending_accepts: int = DEFAULT_MAX_PENDING_ACCEPTS,
+        max_control_message_size: int = DEFAULT_MAX_CONTROL_MESSAGE,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         resolved = resolve_address(address, token_provider, path, role="listener")
         if resolved.token_provider is None:
@@ -254,6 +270,8 @@ class HybridConnectionListener:
         self._fatal: HycoError | None = None
         self._queue: asyncio.Queue[HybridConnectionStream | None] = asyncio.Queue()
         self.max_pending_accepts = max_pending_accepts
+        self.max_control_message_size = max_control_message_size
+        self._clock = clock
         self._accepting = 0  # accepts being dialed right now
         self._run_task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -474,11 +492,16 @@ class HybridConnectionListener:
         task.add_done_callback(self._tasks.discard)
 
     async def _sleep(self, delay: float) -> None:
+        """Wait ``delay`` on the listener's clock, or until :meth:`close`."""
         if delay <= 0:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._closing.wait()
+        sleeping = asyncio.ensure_future(self._clock.sleep(delay))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({sleeping, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            closing.cancel()
 
     # ------------------------------------------------------------------ the control channel
 
@@ -547,45 +570,47 @@ class HybridConnectionListener:
         session: aiohttp.ClientSession,
         token: SecurityToken,
     ) -> HycoError:
+        """Drive one control channel until it ends; return why it ended."""
+        renewable = self.token_provider.renewable
+        protocol = ListenerControlProtocol(
+            renew_at=token.renew_at if renewable else None, max_message_size=self.max_control_message_size
+        )
         self._control = ws
         self._set_state(ListenerState.ONLINE)
         logger.info("= listener for %s is online", self.address)
-        renewer: asyncio.Task[None] | None = None
-        if self.token_provider.renewable:
-            renewer = asyncio.get_running_loop().create_task(self._renew(ws, token))
-        pending: Request | None = None  # a request whose body is the next binary message (2.2)
+        renewer = (
+            asyncio.get_running_loop().create_task(self._renew(ws, protocol, token)) if renewable else None
+        )
+        violation: RemoteProtocolError | None = None
         reason = ""
         try:
             while True:
                 msg = await ws.receive()
-                if msg.type is aiohttp.WSMsgType.TEXT:
-                    try:
-                        command = decode(msg.data)
-                    except RemoteProtocolError as exc:
-                        logger.warning("! ignoring a bad control message: %s", exc)
-                        continue
-                    if isinstance(command, Accept):
-                        self._spawn(self._handle_accept(command))
-                    elif isinstance(command, Request):
-                        if not command.is_stub and command.body:
-                            pending = command  # its body is the next binary message (2.2, 4.2)
-                        else:
-                            self._spawn(self._handle_request(ws, command, None))
-                    else:
-                        logger.warning("! ignoring an unexpected %s command", type(command).__name__)
-                elif msg.type is aiohttp.WSMsgType.BINARY:
-                    if pending is not None:
-                        self._spawn(self._handle_request(ws, pending, bytes(msg.data)))
-                        pending = None
-                else:
-                    if msg.type is aiohttp.WSMsgType.CLOSE:
-                        reason = str(msg.extra or "")
+                try:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        protocol.receive_text(msg.data)
+                    elif msg.type is aiohttp.WSMsgType.BINARY:
+                        protocol.receive_binary(msg.data)
+                    else:  # aiohttp answered a Close itself (autoclose); or the connection broke
+                        if msg.type is aiohttp.WSMsgType.CLOSE:
+                            reason = str(msg.extra or "")
+                        break
+                except RemoteProtocolError as exc:
+                    logger.warning("! the relay broke the control-channel protocol: %s", exc.reason)
+                    violation = exc
+                    await self._write(ws, protocol)  # the Close the protocol queued
                     break
+                for event in protocol.events_received():
+                    if isinstance(event, AcceptReceived):
+                        self._spawn(self._handle_accept(event.accept))
+                    elif isinstance(event, RequestReceived):
+                        self._spawn(self._handle_request(ws, protocol, event.request, event.body))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # anything aiohttp raises ends this channel, never the listener
             return _as_hyco_error(exc)
         finally:
+            protocol.receive_eof()  # later writes (a renewal, a response) find the channel closed
             self._control = None
             if renewer is not None:
                 renewer.cancel()
@@ -594,41 +619,69 @@ class HybridConnectionListener:
             with contextlib.suppress(Exception):
                 await ws.close()
             await session.close()
+        if violation is not None:
+            error = RemoteProtocolError(
+                f"the relay broke the control-channel protocol ({violation.reason}); the listener closed the "
+                f"channel with {violation.close_code} and reconnects",
+                close_code=violation.close_code,
+            )
+            error.__cause__ = violation
+            return error
         code = ws.close_code
         failure = ws.exception()
         if code in _CLOSE_MEANINGS:
-            error = ConnectionLost(
+            lost = ConnectionLost(
                 f"{_CLOSE_MEANINGS[code]} (close code {code}{': ' + reason if reason else ''})"
             )
-            error.close_code = code
-        else:
-            error = ConnectionLost(f"the control channel was lost ({failure or f'close code {code}'})")
-        return error
+            lost.close_code = code
+            return lost
+        return ConnectionLost(f"the control channel was lost ({failure or f'close code {code}'})")
 
-    async def _send_control(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
+    async def _write(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        protocol: ListenerControlProtocol,
+        queue: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Queue with ``queue()`` and write everything queued, one writer at a time (protocol.md 2.2).
+
+        Raises:
+            LocalProtocolError: the channel is closed (from ``queue``).
+        """
         async with self._control_lock:
-            await ws.send_str(text)
+            queue()
+            for message in protocol.messages_to_send():
+                if isinstance(message, TextMessage):
+                    await ws.send_str(message.text)
+                elif isinstance(message, BinaryMessage):
+                    await ws.send_bytes(message.data)
+                else:
+                    assert isinstance(message, CloseMessage)
+                    await ws.close(code=message.code, message=message.reason.encode())
 
-    async def _renew(self, ws: aiohttp.ClientWebSocketResponse, token: SecurityToken) -> None:
+    async def _renew(
+        self, ws: aiohttp.ClientWebSocketResponse, protocol: ListenerControlProtocol, token: SecurityToken
+    ) -> None:
         # protocol.md 2.6: the relay closes the channel (1008) if the token runs out; renew well before.
         current = token
-        delay_floor = MIN_RENEW_DELAY
         while True:
-            await asyncio.sleep(max(delay_floor, current.renew_at - time.time()))
+            delay = protocol.renewal_delay(self._clock.time())
+            assert delay is not None  # only started for renewable tokens
+            await self._clock.sleep(delay)
             try:
                 fresh = await self.token_provider.get_token(self.address.audience)
             except Exception as exc:
                 self._last_error = _as_hyco_error(exc)
                 logger.warning("! could not renew the listener token: %s", exc)
-                delay_floor = UNCHANGED_TOKEN_RETRY
+                protocol.postpone_renewal()
                 continue
             if fresh.token == current.token:
-                delay_floor = UNCHANGED_TOKEN_RETRY
+                protocol.postpone_renewal(fresh.renew_at)
                 current = fresh
                 continue
-            delay_floor = MIN_RENEW_DELAY
             try:
-                await self._send_control(ws, encode(RenewToken(fresh.token)))
+                renewal = functools.partial(protocol.send_renew_token, fresh.token, fresh.renew_at)
+                await self._write(ws, protocol, renewal)
             except Exception as exc:  # the channel is going down; the reconnect brings a fresh token
                 logger.info("! renewToken not sent: %s", exc)
                 return
@@ -718,19 +771,15 @@ class HybridConnectionListener:
         await session.close()
 
     async def _handle_request(
-        self, ws: aiohttp.ClientWebSocketResponse, request: Request, body: bytes | None
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        protocol: ListenerControlProtocol,
+        request: Request,
+        body: bytes | None,
     ) -> None:
         # protocol.md 4.2/4.3; the whole exchange (rendezvous, inline or not, 500/501) is in _httpserve.
-        if request.id is None and not request.is_stub:
-            logger.warning("! ignoring an HTTP request without an id")
-            return
-
-        async def send_control(text: str, data: bytes | None) -> None:
-            # One lock for every control write: a response JSON and its body are never split (2.2).
-            async with self._control_lock:
-                await ws.send_str(text)
-                if data is not None:
-                    await ws.send_bytes(data)
+        async def send_control(response: Response, data: bytes | None) -> None:
+            await self._write(ws, protocol, lambda: protocol.send_response(response, data))
 
         async def dial(address: str) -> RawWebSocket:
             return await RawWebSocket.connect(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import ssl
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from hyco._clock import SYSTEM_CLOCK, Clock
 from hyco.protocol.sas import Right, SasToken
 from hyco.server.auth import SignatureCache, authorize
 from hyco.server.capacity import Capacity
@@ -51,6 +51,7 @@ class Relay:
         config: the configuration to run with.
         ssl_context: TLS for the port, or None for plain ws/http.
         router: where senders are routed (default: the listeners of this process).
+        clock: where token expiry is read and waited for (tests pass ``hyco.testing.FakeClock``).
 
     Attributes:
         config: the configuration it runs with.
@@ -62,8 +63,10 @@ class Relay:
         *,
         ssl_context: ssl.SSLContext | None = None,
         router: Router | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
+        self._clock = clock
         self._ssl = ssl_context
         limits = config.limits
         self._registry = Registry(
@@ -91,6 +94,7 @@ class Relay:
             self._base_url,
             self._http.on_control_response,
             self._http.on_invalid_response,
+            clock,
         )
         self._streams = StreamForwarder(router, limits, capacity, self._authorize_sender)
         self._front_door = FrontDoor(
@@ -197,7 +201,7 @@ class Relay:
             entity_rules=hc.config.authorization_rules,
             namespace_rules=self.config.authorization_rules,
             hosts=hosts,
-            now=time.time(),
+            now=self._clock.time(),
             cache=self._signatures,
         )
 
@@ -217,7 +221,9 @@ class Relay:
 
 
 @asynccontextmanager
-async def serve(config: RelayConfig, *, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Relay]:
+async def serve(
+    config: RelayConfig, *, ssl_context: ssl.SSLContext | None = None, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[Relay]:
     """Run a relay for the duration of the ``async with`` block.
 
     Returns only once the relay is listening; ``relay.url`` tells its real address (use port 0 in tests).
@@ -225,8 +231,9 @@ async def serve(config: RelayConfig, *, ssl_context: ssl.SSLContext | None = Non
     Args:
         config: the relay configuration.
         ssl_context: TLS context for the port, or None for plain ws/http.
+        clock: where token expiry is read (tests pass ``hyco.testing.FakeClock``).
     """
-    relay = Relay(config, ssl_context=ssl_context)
+    relay = Relay(config, ssl_context=ssl_context, clock=clock)
     await relay.start()
     try:
         yield relay

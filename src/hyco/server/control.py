@@ -1,22 +1,33 @@
-"""A listener's control channel (protocol.md 2): commands down, renewals up, expiry enforced.
+"""A listener's control channel on the relay: the driver between its socket and the channel's rules.
 
-The relay sends only well-formed ``accept`` (and, for HTTP, ``request``) JSON; writes are serialized so a
-command and the binary message that may follow it are never interleaved with another (2.2). From the
-listener it accepts ``renewToken`` (validated like a new token; failure closes with 1008) and ``response``.
-Anything else is a protocol violation: the channel is closed with 1008 and a description saying why.
+The rules (what a listener may send, the body that follows ``body: true``, ``renewToken``, expiry) live in
+:class:`hyco.protocol.control.RelayControlProtocol`. This driver moves messages between the listener's
+:class:`~hyco.server.peer.Peer` and that object, checks renewed tokens with the relay's keys, enforces expiry
+on the relay's :class:`~hyco._clock.Clock`, and writes from one writer at a time, so a command and its body
+are never split (protocol.md 2.2). After either side's Close it waits briefly for the other's, then hangs up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
 from collections.abc import Callable
 
+from hyco._clock import SYSTEM_CLOCK, Clock
 from hyco.exceptions import ConnectionLost, RelayError, RemoteProtocolError
 from hyco.protocol import messages
+from hyco.protocol.control import (
+    DEFAULT_MAX_CONTROL_MESSAGE,
+    BinaryMessage,
+    CloseMessage,
+    ControlEvent,
+    InvalidResponse,
+    OutgoingMessage,
+    RelayControlProtocol,
+    RenewalRequested,
+    ResponseReceived,
+)
 from hyco.protocol.sas import SasToken
 from hyco.server.peer import Message, MessageKind, Peer, PeerGone
 
@@ -24,11 +35,10 @@ __all__ = ["ControlChannel"]
 
 log = logging.getLogger("hyco.relay")
 
-POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
-#: Seconds the listener gets to answer the relay's Close before the connection is dropped.
-CLOSE_TIMEOUT = 5.0
-#: Messages handled before the loop lets other connections run (a flood cannot starve the relay).
+#: Seconds to wait for the listener's answering Close before hanging up.
+CLOSE_TIMEOUT = 10.0
+#: Messages handled before the loop lets other connections run.
 MESSAGES_PER_TURN = 64
 
 
@@ -36,7 +46,7 @@ class ControlChannel:
     """One connected listener.
 
     Args:
-        peer: the accepted control-channel WebSocket.
+        peer: the listener's control-channel socket (pings are answered below this seam).
         path: the hybrid connection path (for logs).
         listener_id: GUID part of the listener's ``sb-hc-id``, lower-case.
         base_url: the WebSocket base (``ws(s)://host:port``) rendezvous addresses for this listener use.
@@ -47,6 +57,8 @@ class ControlChannel:
         on_invalid_response: takes a request id and what is wrong with its response; False if unknown.
         send_timeout: seconds a command may wait for the listener's socket to take it; a listener that stops
             reading is dropped then (its senders must not hang, and it reconnects).
+        max_message_size: the largest message the listener may send, in bytes.
+        clock: where expiry is read and waited for.
     """
 
     def __init__(
@@ -62,23 +74,24 @@ class ControlChannel:
         on_response: Callable[[messages.Response, bytes | None], bool] = lambda r, b: False,
         on_invalid_response: Callable[[str, str], bool] = lambda i, r: False,
         send_timeout: float = 30.0,
+        max_message_size: int = DEFAULT_MAX_CONTROL_MESSAGE,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._peer = peer
-        self._closed = False
-        self._send_timeout = send_timeout
+        self._protocol = RelayControlProtocol(
+            token_expiry=token.expiry, token_grace=token_grace, max_message_size=max_message_size
+        )
         self.path = path
         self._listener_id = listener_id
         self.base_url = base_url
-        self._expiry = token.expiry
         self._renew = renew
-        self._grace = token_grace
-        self._send_lock = asyncio.Lock()
         self._on_response = on_response
         self._on_invalid_response = on_invalid_response
-        self._awaiting_body: messages.Response | None = None
-        self._skip_body = False
+        self._send_timeout = send_timeout
+        self._clock = clock
+        self._send_lock = asyncio.Lock()
+        self._hang_up: asyncio.Timeout | None = None  # run()'s deadline, set once a Close went out
         self.close_reason = ""
-        self._abort_handle: asyncio.TimerHandle | None = None
 
     @property
     def listener_id(self) -> str:
@@ -86,14 +99,14 @@ class ControlChannel:
         return self._listener_id
 
     @property
-    def token_expiry(self) -> float:
-        """When the channel's current token expires (seconds since the epoch); renewals move it."""
-        return self._expiry
-
-    @property
     def open(self) -> bool:
         """Whether commands can still be sent."""
-        return not self._closed
+        return not self._protocol.closed
+
+    @property
+    def token_expiry(self) -> float:
+        """When the channel's current token expires (seconds since the epoch); renewals move it."""
+        return self._protocol.token_expiry
 
     async def send(self, command: messages.Command) -> None:
         """Send one command.
@@ -106,18 +119,128 @@ class ControlChannel:
     async def send_with_body(self, command: messages.Command, body: bytes | None) -> None:
         """Send a command and, when ``body`` is not None, its body as the very next (binary) message.
 
-        The pair is written under the channel's lock so no other message can come between them (2.2).
-
         Raises:
             ConnectionLost: the channel is closed or the write failed.
+            LocalProtocolError: ``body`` does not match the command's ``body`` flag (a relay bug).
         """
         try:
-            async with asyncio.timeout(self._send_timeout), self._send_lock:
-                if self._closed:
+            async with self._send_lock:
+                if self._protocol.closed:
                     raise ConnectionLost("the listener's control channel is closed")
-                await self._peer.send(Message(MessageKind.TEXT, messages.encode(command).encode()))
-                if body is not None:
-                    await self._peer.send(Message(MessageKind.BINARY, body))
+                self._protocol.send_command(command, body)
+                await self._write(self._protocol.messages_to_send())
+        except PeerGone as exc:
+            raise ConnectionLost("the listener's control channel broke or stopped taking commands") from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the channel with ``code`` (1001 on shutdown, 1008 for policy); :meth:`run` then ends."""
+        if not self._protocol.closed:
+            self.close_reason = reason
+        self._protocol.close(code, reason)
+        await self._flush()
+
+    async def run(self) -> None:
+        """Serve the channel until the listener or the relay closes it, then hang up."""
+        watchdog = asyncio.ensure_future(self._watch_expiry())
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None) as self._hang_up:
+                    if self._protocol.close_sent:
+                        self._arm_hang_up()
+                    handled = 0
+                    while await self._serve_one(await self._peer.receive()):
+                        handled += 1
+                        if handled % MESSAGES_PER_TURN == 0:
+                            # Buffered messages come back without a suspension point: a listener's flood
+                            # must not hold the event loop (everyone else waits).
+                            await asyncio.sleep(0)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            self._peer.abort()
+
+    # --- internals -----------------------------------------------------------------------------------------
+
+    async def _serve_one(self, message: Message) -> bool:
+        """Feed one message and act on it; False once the channel is over."""
+        protocol = self._protocol
+        if message.kind is MessageKind.GONE:
+            protocol.receive_eof()
+            self.close_reason = self.close_reason or "the connection broke"
+            return False
+        if protocol.closed and message.kind is not MessageKind.CLOSE:
+            return True  # our Close is out; the listener's answer is on its way
+        try:
+            if message.kind is MessageKind.TEXT:
+                protocol.receive_text(message.data)
+            elif message.kind is MessageKind.BINARY:
+                protocol.receive_binary(message.data)
+            else:
+                protocol.receive_close(message.code, message.reason)
+        except RemoteProtocolError as exc:
+            log.warning("listener %s on %s: %s", self.listener_id, self.path, exc)
+            self.close_reason = f"protocol violation: {exc.reason}"
+        for event in protocol.events_received():
+            self._handle(event)
+        await self._flush()
+        return message.kind is not MessageKind.CLOSE
+
+    def _handle(self, event: ControlEvent) -> None:
+        if isinstance(event, RenewalRequested):
+            try:
+                self._protocol.renew(self._renew(event.token).expiry)
+            except RelayError as exc:
+                log.warning("listener %s on %s: renewal refused: %s", self.listener_id, self.path, exc)
+                self.close_reason = exc.description
+                self._protocol.refuse_renewal(exc.description)
+            else:
+                log.debug("listener %s on %s: token renewed", self.listener_id, self.path)
+        elif isinstance(event, ResponseReceived):
+            if not self._on_response(event.response, event.body):
+                log.warning(
+                    "listener %s on %s: response for unknown or finished request %s ignored",
+                    self.listener_id,
+                    self.path,
+                    event.response.request_id[:64],
+                )
+        elif isinstance(event, InvalidResponse):
+            # A malformed response fails only its own request (other requests go on), if there is one.
+            if self._on_invalid_response(event.request_id, event.reason):
+                log.warning(
+                    "listener %s on %s: invalid response: %s", self.listener_id, self.path, event.reason
+                )
+            else:
+                self.close_reason = f"protocol violation: {event.reason}"
+                self._protocol.close(1008, self.close_reason)
+
+    async def _watch_expiry(self) -> None:
+        # protocol.md 2.6: the SDKs renew at expiry, so the token is enforced only after a grace window.
+        while not self._protocol.closed:
+            await self._clock.sleep(self._protocol.expiry_deadline - self._clock.time())
+            if self._protocol.check_expiry(self._clock.time()):
+                log.warning("listener %s on %s: token expired, closing", self.listener_id, self.path)
+                self.close_reason = "token expired"
+                await self._flush()
+
+    async def _flush(self) -> None:
+        """Write what the protocol queued; a listener that stops reading or vanishes is dropped."""
+        with contextlib.suppress(PeerGone):
+            async with self._send_lock:
+                await self._write(self._protocol.messages_to_send())
+
+    async def _write(self, queued: list[OutgoingMessage]) -> None:
+        """Write in order; called with the send lock held. Raises PeerGone."""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                for message in queued:
+                    if isinstance(message, CloseMessage):
+                        await self._peer.send_close(message.code, message.reason)
+                        self._arm_hang_up()
+                    elif isinstance(message, BinaryMessage):
+                        await self._peer.send(Message(MessageKind.BINARY, message.data))
+                    else:
+                        await self._peer.send(Message(MessageKind.TEXT, message.text.encode()))
         except TimeoutError:
             log.warning(
                 "listener %s on %s: not reading its control channel for %g s; dropping it",
@@ -126,130 +249,11 @@ class ControlChannel:
                 self._send_timeout,
             )
             self.close_reason = "stopped reading"
-            self._closed = True
+            self._protocol.receive_eof()
             self._peer.abort()
-            raise ConnectionLost("the listener's control channel stopped taking commands") from None
-        except PeerGone as exc:
-            self._closed = True
-            raise ConnectionLost("the listener's control channel broke") from exc
+            raise PeerGone(self._peer.name) from None
 
-    async def close(self, code: int, reason: str) -> None:
-        """Close the channel with ``code`` (1001 on shutdown, 1008 for policy).
-
-        :meth:`run` then waits ``CLOSE_TIMEOUT`` seconds at most for the listener's answering Close before it
-        drops the connection.
-        """
-        if self._closed:
-            return
-        self.close_reason = reason
-        self._closed = True
-        with contextlib.suppress(PeerGone):
-            await self._peer.send_close(code, reason)
-        loop = asyncio.get_running_loop()
-        self._abort_handle = loop.call_later(CLOSE_TIMEOUT, self._peer.abort)
-
-    async def _watch_expiry(self) -> None:
-        # protocol.md 2.6: SDKs renew at expiry, so the token is enforced only after a grace window.
-        while not self._closed:
-            delay = self._expiry + self._grace - time.time()
-            if delay <= 0:
-                log.warning("listener %s on %s: token expired, closing", self.listener_id, self.path)
-                await self.close(POLICY_VIOLATION, "ExpiredToken: renew the token with renewToken")
-                return
-            await asyncio.sleep(delay)
-
-    def _handle(self, text: str | bytes) -> None:
-        if self._awaiting_body is not None:
-            raise RemoteProtocolError("a response with body:true must be followed by a binary message")
-        try:
-            command = messages.decode(text)
-        except RemoteProtocolError as exc:
-            if self._invalid_response(text, exc):
-                return
-            raise
-        if isinstance(command, messages.RenewToken):
-            self._expiry = self._renew(command.token).expiry
-            log.debug("listener %s on %s: token renewed", self.listener_id, self.path)
-        elif isinstance(command, messages.Response):
-            if command.body:
-                self._awaiting_body = command
-            else:
-                self._deliver(command, None)
-        else:
-            raise RemoteProtocolError(f"listeners may not send {type(command).__name__.lower()} commands")
-
-    def _invalid_response(self, text: str | bytes, exc: RemoteProtocolError) -> bool:
-        """A malformed ``response`` fails only its own request, not the channel (other requests go on)."""
-        try:
-            body = json.loads(text)["response"]
-            request_id = body["requestId"]
-        except (ValueError, KeyError, TypeError):
-            return False
-        if not isinstance(request_id, str) or not self._on_invalid_response(request_id, str(exc)):
-            return False
-        log.warning("listener %s on %s: invalid response: %s", self.listener_id, self.path, exc)
-        self._skip_body = body.get("body") is True
-        return True
-
-    def _deliver(self, response: messages.Response, body: bytes | None) -> None:
-        if not self._on_response(response, body):
-            log.warning(
-                "listener %s on %s: response for unknown or finished request %s ignored",
-                self.listener_id,
-                self.path,
-                response.request_id[:64],
-            )
-
-    async def run(self) -> None:
-        """Serve the channel until the listener or the relay closes it; then drop the connection."""
-        watchdog = asyncio.ensure_future(self._watch_expiry())
-        try:
-            await self._read_loop()
-        finally:
-            self._closed = True
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
-            if self._abort_handle is not None:
-                self._abort_handle.cancel()
-            self._peer.abort()
-
-    async def _read_loop(self) -> None:
-        handled = 0
-        while True:
-            msg = await self._peer.receive()
-            handled += 1
-            if handled % MESSAGES_PER_TURN == 0:
-                await asyncio.sleep(0)
-            if self._closed and msg.kind in (MessageKind.TEXT, MessageKind.BINARY):
-                continue  # the relay closed the channel: only the listener's Close matters now
-            if msg.kind is MessageKind.TEXT:
-                try:
-                    self._handle(msg.data.decode("utf-8", errors="replace"))
-                except RemoteProtocolError as exc:
-                    log.warning("listener %s on %s: %s", self.listener_id, self.path, exc)
-                    await self.close(POLICY_VIOLATION, f"protocol violation: {exc}")
-                except RelayError as exc:
-                    log.warning("listener %s on %s: renewal refused: %s", self.listener_id, self.path, exc)
-                    await self.close(POLICY_VIOLATION, exc.description)
-            elif msg.kind is MessageKind.BINARY:
-                if self._awaiting_body is not None:
-                    response, self._awaiting_body = self._awaiting_body, None
-                    self._deliver(response, msg.data)
-                elif self._skip_body:
-                    self._skip_body = False
-                else:
-                    # hyco-https sends a stray empty binary frame after a body:false 204 (protocol.md 10).
-                    log.debug(
-                        "listener %s on %s: unexpected binary message ignored", self.listener_id, self.path
-                    )
-            elif msg.kind is MessageKind.CLOSE:
-                if not self._closed:  # the listener closed first: answer its Close (RFC 6455 5.5.1)
-                    self._closed = True
-                    self.close_reason = self.close_reason or f"closed by the listener ({msg.code})"
-                    with contextlib.suppress(PeerGone):
-                        await self._peer.send_close(msg.code if msg.code not in (1005, 1006) else 1000, "")
-                return
-            else:  # GONE
-                self.close_reason = self.close_reason or "connection lost"
-                return
+    def _arm_hang_up(self) -> None:
+        # After our Close, the listener has CLOSE_TIMEOUT to answer before run() hangs up.
+        if self._hang_up is not None and self._hang_up.when() is None:
+            self._hang_up.reschedule(asyncio.get_running_loop().time() + CLOSE_TIMEOUT)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hyco._clock import SYSTEM_CLOCK, Clock
 from hyco.protocol.sas import Right, SasToken
 from hyco.protocol.uri import WebSocketTarget
 from hyco.server.config import Limits
@@ -52,6 +53,7 @@ class ListenerHub:
         authorize: the token check (see :data:`Authorize`).
         base_url_for: where listeners reach this node, given the listener's own handshake.
         on_response, on_invalid_response: where HTTP responses arriving on a channel go.
+        clock: where token expiry is read and waited for.
     """
 
     def __init__(
@@ -62,7 +64,9 @@ class ListenerHub:
         base_url_for: Callable[[Handshake], str],
         on_response: Callable[..., bool],
         on_invalid_response: Callable[[str, str], bool],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self._registry = registry
         self._limits = limits
         self._authorize = authorize
@@ -125,6 +129,8 @@ class ListenerHub:
                 on_response=self._on_response,
                 on_invalid_response=self._on_invalid_response,
                 send_timeout=limits.accept_timeout,
+                max_message_size=limits.max_control_message_size,
+                clock=self._clock,
             )
             hc.add_listener(channel)
             reserved = False
