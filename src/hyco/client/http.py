@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from hyco.exceptions import InvalidInput, StreamClosed
-from hyco.protocol.messages import RemoteEndpoint
+from hyco.protocol.messages import RemoteEndpoint, has_control_characters
 
 __all__ = [
     "HttpBody",
@@ -250,7 +250,7 @@ class RelayedHttpResponse:
 
 
 def _check_text(text: str, what: str) -> None:
-    if not isinstance(text, str) or any(ord(c) < 32 and c != "\t" for c in text):
+    if not isinstance(text, str) or has_control_characters(text):
         raise InvalidInput(f"an HTTP {what} must be text without control characters")
 
 

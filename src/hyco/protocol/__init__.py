@@ -6,6 +6,9 @@ See ``docs/protocol-layer.md`` for how the relay and the SDK drive it.
 from hyco.protocol.backoff import RECONNECT_DELAYS, reconnect_delays
 from hyco.protocol.connection_string import RelayConnectionString
 from hyco.protocol.messages import (
+    MAX_INLINE_BODY,
+    MAX_INLINE_HEADERS,
+    MAX_STATUS_DESCRIPTION,
     Accept,
     Command,
     RemoteEndpoint,
@@ -14,6 +17,8 @@ from hyco.protocol.messages import (
     Response,
     decode,
     encode,
+    has_control_characters,
+    status_description,
 )
 from hyco.protocol.sas import (
     Right,
@@ -29,6 +34,7 @@ from hyco.protocol.uri import (
     RelayAddress,
     WebSocketTarget,
     build_rendezvous_address,
+    normalize_audience,
     parse_address,
     parse_websocket_target,
     query_params,
@@ -37,6 +43,9 @@ from hyco.protocol.uri import (
 
 __all__ = [
     "HC_PREFIX",
+    "MAX_INLINE_BODY",
+    "MAX_INLINE_HEADERS",
+    "MAX_STATUS_DESCRIPTION",
     "RECONNECT_DELAYS",
     "Accept",
     "Action",
@@ -55,11 +64,14 @@ __all__ = [
     "create_token",
     "decode",
     "encode",
+    "has_control_characters",
+    "normalize_audience",
     "parse_address",
     "parse_token",
     "parse_websocket_target",
     "query_params",
     "reconnect_delays",
+    "status_description",
     "strip_sb_hc_params",
     "verify_signature",
 ]
