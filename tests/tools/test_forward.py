@@ -25,9 +25,9 @@ from hyco.tools.forward import (
     ForwardError,
     LocalForward,
     LocalForwarder,
-    Protocol,
     RelayCredentials,
     RemoteForward,
+    Transport,
 )
 from tests.conftest import KEY, KEY_NAME, TIMEOUT, test_config
 from tests.tools.conftest import credentials, digest_handler, echo_handler, local_port, tcp_server, tunnel
@@ -45,8 +45,8 @@ MiB = 1024 * 1024
         ("127.0.0.2:5000:db", LocalForward("db", "127.0.0.2", 5000)),
         ("[::1]:5000:db", LocalForward("db", "::1", 5000)),
         ("*:5000:db", LocalForward("db", "", 5000)),
-        ("5353U:dns", LocalForward("dns", "127.0.0.1", 5353, protocol=Protocol.UDP)),
-        ("0.0.0.0:5353/udp:dns", LocalForward("dns", "0.0.0.0", 5353, protocol=Protocol.UDP)),
+        ("5353U:dns", LocalForward("dns", "127.0.0.1", 5353, protocol=Transport.UDP)),
+        ("0.0.0.0:5353/udp:dns", LocalForward("dns", "0.0.0.0", 5353, protocol=Transport.UDP)),
         ("/run/pg.sock:db", LocalForward("db", local_socket="/run/pg.sock")),
         ("./pg.sock:multi/segment/path", LocalForward("multi/segment/path", local_socket="./pg.sock")),
     ],
@@ -61,8 +61,8 @@ def test_parse_local_forward(text: str, expected: LocalForward) -> None:
         ("db:5432", RemoteForward("db", "localhost", 5432)),
         ("db:pg.internal:5432", RemoteForward("db", "pg.internal", 5432)),
         ("db:[fd00::5]:5432", RemoteForward("db", "fd00::5", 5432)),
-        ("dns:8.8.8.8:53/udp", RemoteForward("dns", "8.8.8.8", 53, protocol=Protocol.UDP)),
-        ("dns:53U", RemoteForward("dns", "localhost", 53, protocol=Protocol.UDP)),
+        ("dns:8.8.8.8:53/udp", RemoteForward("dns", "8.8.8.8", 53, protocol=Transport.UDP)),
+        ("dns:53U", RemoteForward("dns", "localhost", 53, protocol=Transport.UDP)),
         (
             "db:/var/run/postgresql/.s.PGSQL.5432",
             RemoteForward("db", local_socket="/var/run/postgresql/.s.PGSQL.5432"),

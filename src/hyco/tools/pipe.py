@@ -67,10 +67,16 @@ class PipeResult:
         """Whether both directions ended normally."""
         return self.end is PipeEnd.CLEAN
 
+    @property
+    def how(self) -> str:
+        """How it ended, with the error when it failed: ``clean``, ``relay error: ...``."""
+        return self.end.value if self.error is None else f"{self.end.value}: {self.error}"
+
     def describe(self) -> str:
         """One human-readable summary, for log lines."""
-        how = self.end.value if self.error is None else f"{self.end.value}: {self.error}"
-        return f"{self.to_relay} B to relay, {self.from_relay} B from relay, {self.duration:.3f} s, {how}"
+        return (
+            f"{self.to_relay} B to relay, {self.from_relay} B from relay, {self.duration:.3f} s, {self.how}"
+        )
 
 
 class _LocalFailure(Exception):
