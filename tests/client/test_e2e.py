@@ -314,9 +314,7 @@ async def test_listener_killed_mid_stream_breaks_sender(relay: Relay, tp: TokenP
             await sender.write(b"ping")
             assert await receiver.read() == b"ping"
             # Kill the listener's side without any WebSocket close: as if its process died.
-            transport = receiver._ws._response.connection.transport  # type: ignore[union-attr]
-            assert transport is not None
-            transport.abort()
+            await receiver.abort(code=None)
             with pytest.raises(StreamBroken):
                 while await sender.read():
                     pass

@@ -348,11 +348,13 @@ class HybridConnectionStream:
         finally:
             await self._release()
 
-    async def abort(self, code: int = 1011, reason: str = "aborted") -> None:
+    async def abort(self, code: int | None = 1011, reason: str = "aborted") -> None:
         """Close at once with an error ``code``, without waiting for the peer (like a TCP reset).
 
         The peer sees a Close with ``code`` (when the socket can still carry one). Use it when the other end
-        of a pipe failed; :meth:`close` is the orderly way. Idempotent; never raises.
+        of a pipe failed; :meth:`close` is the orderly way. With ``code=None`` no Close is sent at all: the
+        TCP connection is dropped as if this process had died, and the relay tells the peer with 1011 (how
+        tests make a peer vanish). Idempotent; never raises.
         """
         if self._closed:
             return
@@ -360,7 +362,7 @@ class HybridConnectionStream:
         self._write_closed = True
         if self._pinger is not None:
             self._pinger.cancel()
-        if self._broken is None and not self._peer_closed.is_set():
+        if code is not None and self._broken is None and not self._peer_closed.is_set():
             with contextlib.suppress(Exception):
                 await self._ws._writer.close(code, reason.encode()[:123])
         await self._release()
