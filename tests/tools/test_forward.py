@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import socket
+import struct
 import tempfile
 import time
 import tracemalloc
@@ -269,8 +271,7 @@ async def test_target_refused_closes_the_client_and_the_forwarder_keeps_serving(
             async with asyncio.timeout(TIMEOUT):
                 reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
                 writer.write(b"anyone there?")
-                with contextlib.suppress(ConnectionError):
-                    assert await reader.read() == b""  # closed (EOF or reset), with nothing relayed
+                assert await reader.read() == b""  # closed, with nothing relayed
                 writer.close()
                 # The sender learns why: the remote side rejected it with 502 and the reason.
                 with pytest.raises(ConnectionRejected) as info:
@@ -289,8 +290,7 @@ async def test_no_remote_side_closes_the_client(relay: Relay) -> None:
     ) as lf:
         async with asyncio.timeout(TIMEOUT):
             reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
-            with contextlib.suppress(ConnectionError):
-                assert await reader.read() == b""
+            assert await reader.read() == b""  # closed (we sent nothing, so a plain FIN)
             writer.close()
             assert lf.total == 1
 
@@ -305,18 +305,46 @@ async def test_port_in_use_is_a_clear_error(relay: Relay) -> None:
             await forwarder.start()
 
 
+@contextlib.contextmanager
+def connection_ends() -> Iterator[asyncio.Queue[str]]:
+    """The forwarders' one-line connection summaries ("... closed: ..."), as they are logged."""
+    ends: asyncio.Queue[str] = asyncio.Queue()
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if " closed: " in record.getMessage():
+                ends.put_nowait(record.getMessage())
+
+    log = logging.getLogger("hyco.tools.forward")
+    catch, level = Catch(), log.level
+    log.addHandler(catch)
+    log.setLevel(logging.INFO)
+    try:
+        yield ends
+    finally:
+        log.removeHandler(catch)
+        log.setLevel(level)
+
+
 async def test_target_vanishing_mid_stream_closes_the_client(relay: Relay) -> None:
     async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readexactly(5)
-        writer.transport.abort()  # reset
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # with SO_LINGER 0: a reset, not a FIN
 
-    async with tcp_server(rude) as port, tunnel(relay, f"echo:{port}") as (lf, _):
-        async with asyncio.timeout(TIMEOUT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
-            writer.write(b"12345")
-            with contextlib.suppress(ConnectionError):
+    with connection_ends() as ends:
+        async with tcp_server(rude) as port, tunnel(relay, f"echo:{port}") as (lf, _):
+            async with asyncio.timeout(TIMEOUT):
+                reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
+                writer.write(b"12345")
                 assert await reader.read() == b""
-            writer.close()
+                # Both sides ended on their own, before we closed anything: the remote side saw the reset,
+                # the local side the broken stream, and it dropped our connection (not a half-close).
+                summaries = sorted([await ends.get(), await ends.get()])
+                assert summaries[0].startswith("-L ") and "relay error" in summaries[0]
+                assert summaries[1].startswith("-R ") and "local error" in summaries[1]
+                writer.close()
 
 
 # ------------------------------------------------------------------------------------------ UDP
