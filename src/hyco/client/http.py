@@ -36,7 +36,10 @@ __all__ = [
 
 
 class HttpBody:
-    """A relayed request body: an async iterator of ``bytes`` chunks, read once, as they arrive.
+    """An HTTP body that arrives while it is read: an async iterator of ``bytes`` chunks, read once.
+
+    A listener's handler gets the relayed request's body as one; :func:`hyco.request` yields a response
+    whose body is one.
 
     Iterate it (``async for chunk in body``) or call :meth:`read`. Chunks are whatever the sender's frames
     carried (the relay sends up to 64 KiB per frame); empty chunks are never yielded.
@@ -82,7 +85,7 @@ class HttpBody:
         """
         async with self._lock:
             if self._discarded:
-                raise StreamClosed("the request body was discarded after the response was sent")
+                raise StreamClosed("the body was discarded (the response was sent, or closed)")
             if self._done:
                 return b""
             if self._data is not None:
@@ -113,7 +116,7 @@ class HttpBody:
         while chunk := await self.read_chunk():
             size += len(chunk)
             if limit is not None and size > limit:
-                raise InvalidInput(f"the request body is larger than {limit} bytes")
+                raise InvalidInput(f"the body is larger than {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
 
