@@ -431,3 +431,9 @@ async def test_listener_rejects_senders_beyond_max_pending_accepts(relay) -> Non
         for stream in (first, second, third):
             await stream.abort()
         await taken.abort()
+
+
+def test_streams_are_not_built_by_hand() -> None:
+    # Streams come from connect() and listeners; the constructor takes no WebSocket library objects.
+    with pytest.raises(TypeError, match="HybridConnectionClient.connect"):
+        HybridConnectionStream()

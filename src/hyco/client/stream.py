@@ -68,8 +68,14 @@ class HybridConnectionStream:
         write_timeout: seconds a write may take (None: forever).
     """
 
-    def __init__(
-        self,
+    def __init__(self) -> None:
+        raise TypeError(
+            "HybridConnectionStream objects come from HybridConnectionClient.connect() and from listeners"
+        )
+
+    @classmethod
+    def _from_websocket(
+        cls,
         ws: aiohttp.ClientWebSocketResponse,
         session: aiohttp.ClientSession | None,
         *,
@@ -81,6 +87,37 @@ class HybridConnectionStream:
         keep_alive_interval: float | None = None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         clean_close_codes: frozenset[int] = SENDER_CLEAN_CLOSE_CODES,
+    ) -> HybridConnectionStream:
+        """The sender's and the listener's private factory: wrap an open WebSocket (and close ``session``
+        with the stream). Runs in the event loop the stream will live in."""
+        stream = cls.__new__(cls)
+        stream._setup(
+            ws,
+            session,
+            tracking_id=tracking_id,
+            headers=headers,
+            remote_endpoint=remote_endpoint,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            keep_alive_interval=keep_alive_interval,
+            close_timeout=close_timeout,
+            clean_close_codes=clean_close_codes,
+        )
+        return stream
+
+    def _setup(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        session: aiohttp.ClientSession | None,
+        *,
+        tracking_id: str,
+        headers: Mapping[str, str] | None,
+        remote_endpoint: RemoteEndpoint | None,
+        read_timeout: float | None,
+        write_timeout: float | None,
+        keep_alive_interval: float | None,
+        close_timeout: float,
+        clean_close_codes: frozenset[int],
     ) -> None:
         self._ws = ws
         self._clean_codes = clean_close_codes
