@@ -435,5 +435,5 @@ async def test_listener_rejects_senders_beyond_max_pending_accepts(relay) -> Non
 
 def test_streams_are_not_built_by_hand() -> None:
     # Streams come from connect() and listeners; the constructor takes no WebSocket library objects.
-    with pytest.raises(TypeError, match="HybridConnectionClient.connect"):
+    with pytest.raises(TypeError, match=r"HybridConnectionClient\.connect"):
         HybridConnectionStream()
