@@ -146,18 +146,24 @@ class _FileEnd:
     """Blocking files: ``source`` is read in a daemon thread (an unfinished read never keeps the process
     alive, and regular files work as well as pipes and terminals); ``sink`` is written in place."""
 
+    #: Reads the thread may run ahead of the relayed stream (backpressure: it then waits).
+    READ_AHEAD = 4
+
     def __init__(self, source: BinaryIO, sink: BinaryIO) -> None:
         self.source = source
         self.sink = sink
         self._chunks: asyncio.Queue[bytes | OSError] | None = None
+        self._room = threading.Semaphore(self.READ_AHEAD)
 
     def _start_reader(self, size: int) -> asyncio.Queue[bytes | OSError]:
         loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue[bytes | OSError] = asyncio.Queue(4)
+        chunks: asyncio.Queue[bytes | OSError] = asyncio.Queue()  # bounded by the semaphore
         read = getattr(self.source, "read1", self.source.read)
 
         def pump() -> None:
+            # No coroutine crosses threads: a loop that closes first leaves nothing half-scheduled behind.
             while True:
+                self._room.acquire()
                 item: bytes | OSError
                 try:
                     item = read(size)
@@ -165,7 +171,10 @@ class _FileEnd:
                     item = b""
                 except OSError as exc:
                     item = exc
-                asyncio.run_coroutine_threadsafe(chunks.put(item), loop).result()
+                try:
+                    loop.call_soon_threadsafe(chunks.put_nowait, item)
+                except RuntimeError:  # the loop is closed: nobody reads any more
+                    return
                 if not isinstance(item, bytes) or not item:
                     return
 
@@ -176,6 +185,7 @@ class _FileEnd:
         if self._chunks is None:
             self._chunks = self._start_reader(size)
         item = await self._chunks.get()
+        self._room.release()
         if isinstance(item, OSError):
             raise item
         return item
