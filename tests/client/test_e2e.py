@@ -314,9 +314,7 @@ async def test_listener_killed_mid_stream_breaks_sender(relay: Relay, tp: TokenP
             await sender.write(b"ping")
             assert await receiver.read() == b"ping"
             # Kill the listener's side without any WebSocket close: as if its process died.
-            transport = receiver._ws._response.connection.transport  # type: ignore[union-attr]
-            assert transport is not None
-            transport.abort()
+            await receiver.abort(code=None)
             with pytest.raises(StreamBroken):
                 while await sender.read():
                     pass
@@ -433,3 +431,9 @@ async def test_listener_rejects_senders_beyond_max_pending_accepts(relay) -> Non
         for stream in (first, second, third):
             await stream.abort()
         await taken.abort()
+
+
+def test_streams_are_not_built_by_hand() -> None:
+    # Streams come from connect() and listeners; the constructor takes no WebSocket library objects.
+    with pytest.raises(TypeError, match=r"HybridConnectionClient\.connect"):
+        HybridConnectionStream()

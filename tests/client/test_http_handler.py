@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -277,6 +278,60 @@ async def test_plain_aiohttp_senders_with_header_or_query_token_and_no_auth(rela
         async with hyco.request("PUT", f"{relay.url}/echo", token_provider=tp, data=b"z") as r:
             assert (r.status, await r.text()) == (200, "PUT / ")
     assert hyco.client.http_url(f"{relay.url}/echo", "/a?b=1") == f"{relay.http_url}/echo/a?b=1"
+
+
+async def test_hyco_request_yields_its_own_response_type(relay, tp, serving):
+    async def handler(request: RelayedHttpRequest) -> RelayedHttpResponse:
+        if request.relative_path == "/json":
+            body = b'{"caf\xc3\xa9": [1, 2]}'
+            return RelayedHttpResponse(200, body, headers={"Content-Type": "application/json"})
+        if request.relative_path == "/latin":
+            return RelayedHttpResponse(
+                200, "café".encode("latin-1"), headers={"Content-Type": "text/x; charset=latin-1"}
+            )
+        return RelayedHttpResponse(200, chunks_of(pattern(300_000)), headers={"X-Many": "a, b"})
+
+    serving.request_handler = handler
+    url = f"{relay.http_url}/echo"
+    async with asyncio.timeout(3 * TIMEOUT):
+        async with hyco.request("GET", url + "/json", token_provider=tp) as r:
+            assert isinstance(r, hyco.client.HttpResponse)  # no HTTP library's type in the SDK's API
+            assert (r.status, r.reason) == (200, "OK")
+            assert r.headers["content-type"] == r.headers["Content-Type"] == "application/json"
+            with pytest.raises(TypeError):
+                r.headers["X-New"] = "read-only"  # type: ignore[index]
+            assert await r.json() == {"café": [1, 2]}
+        async with hyco.request("GET", url + "/latin", token_provider=tp) as r:
+            assert await r.text() == "café"  # the Content-Type charset, not UTF-8
+        async with hyco.request("GET", url + "/big", token_provider=tp) as r:
+            assert r.headers["X-Many"] == "a, b"
+            got = bytearray()
+            async for chunk in r:  # the body arrives while it is read
+                got += chunk
+            assert bytes(got) == pattern(300_000)
+        async with hyco.request("GET", url + "/big", token_provider=tp) as r:
+            first = await r.body.read_chunk()
+            assert first and pattern(300_000).startswith(first)
+            r.close()
+            assert r.closed
+            with pytest.raises(hyco.StreamClosed):
+                await r.read()
+        async with hyco.request("GET", url + "/big", token_provider=tp) as r:
+            with pytest.raises(hyco.InvalidInput, match="larger than 1000"):
+                await r.read(limit=1000)
+        async with hyco.request("GET", url + "/big", token_provider=tp) as kept:
+            pass
+        with pytest.raises(hyco.StreamClosed):  # released when the block ended
+            await kept.read()
+
+
+async def test_hyco_request_translates_network_errors(relay, tp):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(hyco.ConnectionLost, match="could not reach the relay"):
+        async with hyco.request("GET", f"http://127.0.0.1:{port}/echo", token_provider=tp):
+            pass
 
 
 async def test_response_header_pairs_are_joined_and_bad_values_refused():

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hyco.exceptions import RemoteProtocolError
 from hyco.protocol.messages import (
+    MAX_STATUS_DESCRIPTION,
     Accept,
     Command,
     RemoteEndpoint,
@@ -19,6 +20,8 @@ from hyco.protocol.messages import (
     Response,
     decode,
     encode,
+    has_control_characters,
+    status_description,
 )
 
 ADDR = "wss://relay.example:443/$hc/echo/sub?x=1&sb-hc-action=accept&sb-hc-id=0f0e_G0_G1"
@@ -358,3 +361,26 @@ def test_decode_encode_round_trip(command: Command) -> None:
     assert decode(text) == command
     assert decode(text.encode("utf-8")) == command
     assert encode(decode(text)) == text
+
+
+# --- status descriptions: what an HTTP status line can carry ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "unsafe", "cleaned"),
+    [
+        ("Bad Gateway", False, "Bad Gateway"),
+        ("tab\tis fine", False, "tab\tis fine"),
+        ("héllo wörld", False, "héllo wörld"),
+        ("line\r\nX-Injected: 1", True, "line  X-Injected: 1"),
+        ("nul\x00 del\x7f", True, "nul  del "),
+    ],
+)
+def test_status_description_replaces_control_characters(text: str, unsafe: bool, cleaned: str) -> None:
+    assert has_control_characters(text) is unsafe
+    assert status_description(text) == cleaned
+    assert not has_control_characters(status_description(text))
+
+
+def test_status_description_is_cut_to_the_limit() -> None:
+    assert status_description("x" * (MAX_STATUS_DESCRIPTION + 10)) == "x" * MAX_STATUS_DESCRIPTION

@@ -14,6 +14,7 @@ from hyco.protocol.uri import (
     RelayAddress,
     WebSocketTarget,
     build_rendezvous_address,
+    normalize_audience,
     parse_address,
     parse_websocket_target,
     query_params,
@@ -285,6 +286,26 @@ def test_http_url() -> None:
 )
 def test_audience_is_dotnet_style_without_port(address: str, audience: str) -> None:
     assert parse_address(address).audience == audience
+
+
+@pytest.mark.parametrize(
+    ("uri", "audience"),
+    [
+        ("sb://NS.Example:8443/$hc/Echo/Sub?x=1#f", "http://ns.example/Echo/Sub/"),
+        ("wss://ns.example/$hc", "http://ns.example/"),
+        ("sb://ns.example/", "http://ns.example/"),
+        ("ws://[::1]:9/echo", "http://[::1]/echo/"),
+    ],
+)
+def test_normalize_audience_matches_the_address_audience(uri: str, audience: str) -> None:
+    assert normalize_audience(uri) == audience
+    if audience.rstrip("/").count("/") > 2:  # names a hybrid connection: the address agrees
+        assert parse_address(uri).audience == audience
+
+
+def test_normalize_audience_needs_a_host() -> None:
+    with pytest.raises(InvalidURI, match="host"):
+        normalize_audience("/echo")
 
 
 def test_netloc_and_str() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import socket
+import struct
 import tempfile
 import time
 import tracemalloc
@@ -25,9 +27,9 @@ from hyco.tools.forward import (
     ForwardError,
     LocalForward,
     LocalForwarder,
-    Protocol,
     RelayCredentials,
     RemoteForward,
+    Transport,
 )
 from tests.conftest import KEY, KEY_NAME, TIMEOUT, test_config
 from tests.tools.conftest import credentials, digest_handler, echo_handler, local_port, tcp_server, tunnel
@@ -45,8 +47,8 @@ MiB = 1024 * 1024
         ("127.0.0.2:5000:db", LocalForward("db", "127.0.0.2", 5000)),
         ("[::1]:5000:db", LocalForward("db", "::1", 5000)),
         ("*:5000:db", LocalForward("db", "", 5000)),
-        ("5353U:dns", LocalForward("dns", "127.0.0.1", 5353, protocol=Protocol.UDP)),
-        ("0.0.0.0:5353/udp:dns", LocalForward("dns", "0.0.0.0", 5353, protocol=Protocol.UDP)),
+        ("5353U:dns", LocalForward("dns", "127.0.0.1", 5353, protocol=Transport.UDP)),
+        ("0.0.0.0:5353/udp:dns", LocalForward("dns", "0.0.0.0", 5353, protocol=Transport.UDP)),
         ("/run/pg.sock:db", LocalForward("db", local_socket="/run/pg.sock")),
         ("./pg.sock:multi/segment/path", LocalForward("multi/segment/path", local_socket="./pg.sock")),
     ],
@@ -61,8 +63,8 @@ def test_parse_local_forward(text: str, expected: LocalForward) -> None:
         ("db:5432", RemoteForward("db", "localhost", 5432)),
         ("db:pg.internal:5432", RemoteForward("db", "pg.internal", 5432)),
         ("db:[fd00::5]:5432", RemoteForward("db", "fd00::5", 5432)),
-        ("dns:8.8.8.8:53/udp", RemoteForward("dns", "8.8.8.8", 53, protocol=Protocol.UDP)),
-        ("dns:53U", RemoteForward("dns", "localhost", 53, protocol=Protocol.UDP)),
+        ("dns:8.8.8.8:53/udp", RemoteForward("dns", "8.8.8.8", 53, protocol=Transport.UDP)),
+        ("dns:53U", RemoteForward("dns", "localhost", 53, protocol=Transport.UDP)),
         (
             "db:/var/run/postgresql/.s.PGSQL.5432",
             RemoteForward("db", local_socket="/var/run/postgresql/.s.PGSQL.5432"),
@@ -269,8 +271,7 @@ async def test_target_refused_closes_the_client_and_the_forwarder_keeps_serving(
             async with asyncio.timeout(TIMEOUT):
                 reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
                 writer.write(b"anyone there?")
-                with contextlib.suppress(ConnectionError):
-                    assert await reader.read() == b""  # closed (EOF or reset), with nothing relayed
+                assert await reader.read() == b""  # closed, with nothing relayed
                 writer.close()
                 # The sender learns why: the remote side rejected it with 502 and the reason.
                 with pytest.raises(ConnectionRejected) as info:
@@ -289,8 +290,7 @@ async def test_no_remote_side_closes_the_client(relay: Relay) -> None:
     ) as lf:
         async with asyncio.timeout(TIMEOUT):
             reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
-            with contextlib.suppress(ConnectionError):
-                assert await reader.read() == b""
+            assert await reader.read() == b""  # closed (we sent nothing, so a plain FIN)
             writer.close()
             assert lf.total == 1
 
@@ -305,18 +305,46 @@ async def test_port_in_use_is_a_clear_error(relay: Relay) -> None:
             await forwarder.start()
 
 
+@contextlib.contextmanager
+def connection_ends() -> Iterator[asyncio.Queue[str]]:
+    """The forwarders' one-line connection summaries ("... closed: ..."), as they are logged."""
+    ends: asyncio.Queue[str] = asyncio.Queue()
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if " closed: " in record.getMessage():
+                ends.put_nowait(record.getMessage())
+
+    log = logging.getLogger("hyco.tools.forward")
+    catch, level = Catch(), log.level
+    log.addHandler(catch)
+    log.setLevel(logging.INFO)
+    try:
+        yield ends
+    finally:
+        log.removeHandler(catch)
+        log.setLevel(level)
+
+
 async def test_target_vanishing_mid_stream_closes_the_client(relay: Relay) -> None:
     async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readexactly(5)
-        writer.transport.abort()  # reset
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # with SO_LINGER 0: a reset, not a FIN
 
-    async with tcp_server(rude) as port, tunnel(relay, f"echo:{port}") as (lf, _):
-        async with asyncio.timeout(TIMEOUT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
-            writer.write(b"12345")
-            with contextlib.suppress(ConnectionError):
+    with connection_ends() as ends:
+        async with tcp_server(rude) as port, tunnel(relay, f"echo:{port}") as (lf, _):
+            async with asyncio.timeout(TIMEOUT):
+                reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf))
+                writer.write(b"12345")
                 assert await reader.read() == b""
-            writer.close()
+                # Both sides ended on their own, before we closed anything: the remote side saw the reset,
+                # the local side the broken stream, and it dropped our connection (not a half-close).
+                summaries = sorted([await ends.get(), await ends.get()])
+                assert summaries[0].startswith("-L ") and "relay error" in summaries[0]
+                assert summaries[1].startswith("-R ") and "local error" in summaries[1]
+                writer.close()
 
 
 # ------------------------------------------------------------------------------------------ UDP

@@ -19,7 +19,7 @@ from hyco.cli import main
 from hyco.cli.forward import load_config
 from hyco.exceptions import InvalidInput
 from hyco.server import Relay
-from hyco.tools.forward import LocalForward, Protocol, RemoteForward
+from hyco.tools.forward import LocalForward, RemoteForward, Transport
 from tests.conftest import KEY, KEY_NAME, TIMEOUT
 from tests.tools.conftest import echo_handler, tcp_server
 
@@ -187,12 +187,12 @@ protocol = "udp"
     assert settings["connection_string"].startswith("Endpoint=sb://ns.example/")
     assert settings["local"] == [
         LocalForward("db", "127.0.0.2", 5432),
-        LocalForward("dns", "127.0.0.1", 5353, protocol=Protocol.UDP),
+        LocalForward("dns", "127.0.0.1", 5353, protocol=Transport.UDP),
         LocalForward("app", local_socket="/tmp/app.sock"),
     ]
     assert settings["remote"] == [
         RemoteForward("db", "pg.internal", 5432),
-        RemoteForward("dns", "10.0.0.2", 53, protocol=Protocol.UDP),
+        RemoteForward("dns", "10.0.0.2", 53, protocol=Transport.UDP),
     ]
 
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import os
 import socket
 import struct
 from collections.abc import AsyncIterator
 
+import pytest
+
 from hyco import HybridConnectionStream, StreamBroken
 from hyco.testing.streams import check_relay_stream
-from hyco.tools.pipe import PipeEnd, PipeResult, pipe
+from hyco.tools.pipe import PipeEnd, PipeResult, pipe, pipe_files
 from tests.conftest import TIMEOUT
 from tests.tools.conftest import StreamPair
 
@@ -91,8 +94,10 @@ async def test_local_reset_closes_the_relayed_stream(stream_pair: StreamPair) ->
         result = await running
         assert result.end is PipeEnd.LOCAL_ERROR
         assert isinstance(result.error, ConnectionError)
-        with contextlib.suppress(StreamBroken):  # the stream was closed in turn (Close or 1011)
-            assert await sender.read() == b""
+        # The stream was dropped in turn, without waiting: the relay tells the sender with 1011.
+        with pytest.raises(StreamBroken) as broken:
+            await sender.read()
+        assert broken.value.close_code == 1011
     assert accepted.closed
 
 
@@ -102,12 +107,14 @@ async def test_relayed_peer_vanishing_closes_the_local_socket(stream_pair: Strea
         running = asyncio.ensure_future(pipe(*inner, accepted))
         await sender.write(b"x")
         assert await reader.readexactly(1) == b"x"
-        await sender._abort()  # the peer drops its TCP connection without a Close: the relay sends 1011
+        await sender.abort(
+            code=None
+        )  # the peer drops its TCP connection without a Close: the relay sends 1011
         result = await running
         assert result.end is PipeEnd.RELAY_ERROR
         assert isinstance(result.error, StreamBroken)
-        with contextlib.suppress(ConnectionError):
-            assert await reader.read() == b""
+        assert result.error.close_code == 1011
+        assert await reader.read() == b""  # the local socket was closed in turn (nothing was left unread)
 
 
 async def test_cancelling_closes_both(stream_pair: StreamPair) -> None:
@@ -121,10 +128,10 @@ async def test_cancelling_closes_both(stream_pair: StreamPair) -> None:
             await running
         assert running.cancelled()
         assert accepted.closed
-        with contextlib.suppress(ConnectionError):
-            assert await reader.read() == b""
-        with contextlib.suppress(StreamBroken):
-            assert await sender.read() == b""
+        assert await reader.read() == b""  # the local socket was closed
+        with pytest.raises(StreamBroken) as broken:  # and the relayed stream dropped: 1011 for the sender
+            await sender.read()
+        assert broken.value.close_code == 1011
 
 
 async def test_large_transfer_is_byte_exact(stream_pair: StreamPair) -> None:
@@ -149,8 +156,43 @@ async def test_large_transfer_is_byte_exact(stream_pair: StreamPair) -> None:
     assert result.to_relay == result.from_relay == len(payload)
 
 
+async def test_files_are_piped_both_ways_like_nc(stream_pair: StreamPair) -> None:
+    # hyco send / hyco listen: stdin and stdout are blocking files; the same loops move their bytes.
+    sender, accepted = await stream_pair()
+    up, down = os.urandom(200_000), os.urandom(100_000)
+    sink = io.BytesIO()
+    async with asyncio.timeout(TIMEOUT):
+        running = asyncio.ensure_future(pipe_files(io.BytesIO(up), sink, accepted, chunk_size=10_000))
+        got = bytearray()
+        while data := await sender.read():  # the source's end of data half-closes the stream
+            got += data
+        assert bytes(got) == up
+        await sender.write(down)
+        await sender.shutdown()
+        result = await running
+    assert (result.end, result.to_relay, result.from_relay) == (PipeEnd.CLEAN, len(up), len(down))
+    assert sink.getvalue() == down
+    assert accepted.closed and not sink.closed  # the files stay the caller's
+
+
+class BrokenSink(io.BytesIO):
+    def write(self, data: object) -> int:
+        raise BrokenPipeError("the reader of stdout went away")
+
+
+async def test_a_failing_file_is_a_local_error(stream_pair: StreamPair) -> None:
+    sender, accepted = await stream_pair()
+    async with asyncio.timeout(TIMEOUT):
+        running = asyncio.ensure_future(pipe_files(io.BytesIO(b"up"), BrokenSink(), accepted))
+        await sender.write(b"down")
+        result = await running
+    assert result.end is PipeEnd.LOCAL_ERROR
+    assert isinstance(result.error, BrokenPipeError)
+    assert accepted.closed
+
+
 async def test_hybrid_connection_stream_conformance(stream_pair: StreamPair) -> None:
     async def reset(stream: HybridConnectionStream) -> None:
-        await stream._abort()  # drop the TCP connection without a Close frame
+        await stream.abort(code=None)  # drop the TCP connection without a Close frame
 
     await check_relay_stream(stream_pair, reset, timeout=TIMEOUT)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
-import threading
 from typing import BinaryIO
 
 import click
@@ -15,55 +12,20 @@ from hyco.cli.token import credential_options, make_token_provider, ssl_setting,
 from hyco.client.sender import HybridConnectionClient
 from hyco.client.stream import HybridConnectionStream
 from hyco.exceptions import ConnectionRejected, HycoError
+from hyco.tools.pipe import pipe_files
 
 __all__ = ["command", "pipe_stream"]
 
-_CHUNK = 65536
-
-
-def _stdin_chunks(source: BinaryIO, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:
-    # A daemon thread reads the blocking input, so an unfinished read never keeps the process alive.
-    queue: asyncio.Queue[bytes] = asyncio.Queue(4)
-
-    def pump() -> None:
-        read = getattr(source, "read1", source.read)
-        while True:
-            try:
-                data = read(_CHUNK)
-            except (OSError, ValueError):
-                data = b""
-            asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
-            if not data:
-                return
-
-    threading.Thread(target=pump, name="hyco-stdin", daemon=True).start()
-    return queue
-
 
 async def pipe_stream(stream: HybridConnectionStream, source: BinaryIO, sink: BinaryIO) -> None:
-    """Copy ``source`` → stream and stream → ``sink``; return when both directions ended.
+    """Copy ``source`` → stream and stream → ``sink`` until both directions end (:func:`pipe_files`).
 
-    The end of ``source`` half-closes the stream (``shutdown()``); the peer's end of data stops the copy to
-    ``sink``. Like ``nc``, it waits for both, so nothing read from ``source`` is lost.
+    Raises:
+        HycoError, OSError: the relayed stream or a file failed.
     """
-    chunks = _stdin_chunks(source, asyncio.get_running_loop())
-
-    async def upload() -> None:
-        while data := await chunks.get():
-            await stream.write(data)
-        await stream.shutdown()
-
-    uploader = asyncio.create_task(upload())
-    try:
-        while data := await stream.read():
-            sink.write(data)
-            sink.flush()
-        await uploader
-    finally:
-        if not uploader.done():
-            uploader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, HycoError):
-            await uploader
+    result = await pipe_files(source, sink, stream)
+    if result.error is not None:
+        raise result.error
 
 
 @click.command(name="send")

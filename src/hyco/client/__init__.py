@@ -5,7 +5,7 @@ The blocking twins with the same names live in :mod:`hyco.sync`.
 
 from hyco.client.credentials import SecurityToken, TokenProvider, normalize_audience
 from hyco.client.http import HttpBody, RelayedHttpRequest, RelayedHttpResponse, RequestHandler
-from hyco.client.httpsend import http_url, request, token_headers
+from hyco.client.httpsend import HttpResponse, http_url, request, token_headers
 from hyco.client.listener import (
     AcceptContext,
     AcceptHandler,
@@ -19,6 +19,7 @@ __all__ = [
     "AcceptContext",
     "AcceptHandler",
     "HttpBody",
+    "HttpResponse",
     "HybridConnectionClient",
     "HybridConnectionListener",
     "HybridConnectionStream",

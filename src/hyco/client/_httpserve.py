@@ -29,17 +29,16 @@ from dataclasses import dataclass
 from hyco.client._rawws import RawWebSocket
 from hyco.client.http import HttpBody, RelayedHttpRequest, RelayedHttpResponse, RequestHandler
 from hyco.exceptions import HycoError, RemoteProtocolError
-from hyco.protocol.messages import Request, Response, decode, encode
+from hyco.protocol.messages import MAX_INLINE_BODY, MAX_INLINE_HEADERS, Request, Response, decode, encode
 
 __all__ = ["HttpServing", "serve_request"]
 
 logger = logging.getLogger("hyco.client.http")
 
-#: protocol.md 4.2, 6: a response stays on the control channel only when its body is at most 64 KiB ...
-MAX_INLINE_BODY = 65536
-#: ... its JSON is small (the control channel's 64 KiB message buffer holds both, protocol.md 2.2) ...
-MAX_INLINE_JSON = 32 * 1024
-#: ... and the body is complete within this many seconds (.NET ``WriteBufferFlushTimeout``).
+# protocol.md 4.2, 6: a response stays on the control channel only when its body is at most MAX_INLINE_BODY,
+# its JSON at most MAX_INLINE_HEADERS (the control channel's 64 KiB message buffer holds both, protocol.md
+# 2.2), and the body is complete within INLINE_FLUSH_TIMEOUT.
+#: Seconds a response body may take and still go inline (.NET ``WriteBufferFlushTimeout``).
 INLINE_FLUSH_TIMEOUT = 2.0
 #: How long to wait for the relay to close a rendezvous after the response (the relay's body deadline).
 RENDEZVOUS_CLOSE_TIMEOUT = 60.0
@@ -175,7 +174,7 @@ async def _send_response(
             response = RelayedHttpResponse(500, reason=HANDLER_FAILED.format(id=command.id))
             source, head, rest = None, b"", None
     answer = _command(command.id, response, source is not None)
-    if rest is None and len(head) <= MAX_INLINE_BODY and len(encode(answer)) <= MAX_INLINE_JSON:
+    if rest is None and len(head) <= MAX_INLINE_BODY and len(encode(answer)) <= MAX_INLINE_HEADERS:
         await serving.send_control(answer, head if source is not None else None)
         return
     try:

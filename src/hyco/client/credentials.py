@@ -19,11 +19,11 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from hyco.exceptions import InvalidConnectionString, InvalidInput, InvalidToken
 from hyco.protocol.connection_string import RelayConnectionString
 from hyco.protocol.sas import create_token, parse_token
+from hyco.protocol.uri import normalize_audience
 
 __all__ = [
     "DEFAULT_TOKEN_TTL",
@@ -72,25 +72,6 @@ def renew_time(now: float, expires_at: float) -> float:
     """When to renew a token valid from ``now`` to ``expires_at``: 10 % of its life early, at most 5 min."""
     lifetime = max(0.0, expires_at - now)
     return expires_at - min(MAX_RENEW_LEAD, lifetime * 0.1)
-
-
-def normalize_audience(uri: str) -> str:
-    """The audience the .NET SDK puts in ``sr`` for ``uri`` (protocol.md 5.3, ``NormalizeAudience``).
-
-    Scheme forced to ``http``, host lower-cased, port, query, fragment and ``/$hc`` removed, trailing ``/``
-    added: ``sb://NS.example:8443/$hc/echo?x=1`` → ``http://ns.example/echo/``.
-
-    Raises:
-        InvalidInput: the text has no host.
-    """
-    parts = urlsplit(uri.strip())
-    if not parts.hostname:
-        raise InvalidInput(f"{uri!r} is not an absolute URI with a host")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.lower()
-    path = parts.path.strip("/")
-    if path.lower().startswith("$hc/") or path.lower() == "$hc":
-        path = path[4:]
-    return f"http://{host}/{path}/" if path else f"http://{host}/"
 
 
 class TokenProvider:

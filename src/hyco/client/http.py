@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from hyco.exceptions import InvalidInput, StreamClosed
-from hyco.protocol.messages import RemoteEndpoint
+from hyco.protocol.messages import RemoteEndpoint, has_control_characters
 
 __all__ = [
     "HttpBody",
@@ -36,7 +36,10 @@ __all__ = [
 
 
 class HttpBody:
-    """A relayed request body: an async iterator of ``bytes`` chunks, read once, as they arrive.
+    """An HTTP body that arrives while it is read: an async iterator of ``bytes`` chunks, read once.
+
+    A listener's handler gets the relayed request's body as one; :func:`hyco.request` yields a response
+    whose body is one.
 
     Iterate it (``async for chunk in body``) or call :meth:`read`. Chunks are whatever the sender's frames
     carried (the relay sends up to 64 KiB per frame); empty chunks are never yielded.
@@ -82,7 +85,7 @@ class HttpBody:
         """
         async with self._lock:
             if self._discarded:
-                raise StreamClosed("the request body was discarded after the response was sent")
+                raise StreamClosed("the body was discarded (the response was sent, or closed)")
             if self._done:
                 return b""
             if self._data is not None:
@@ -113,7 +116,7 @@ class HttpBody:
         while chunk := await self.read_chunk():
             size += len(chunk)
             if limit is not None and size > limit:
-                raise InvalidInput(f"the request body is larger than {limit} bytes")
+                raise InvalidInput(f"the body is larger than {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
 
@@ -250,7 +253,7 @@ class RelayedHttpResponse:
 
 
 def _check_text(text: str, what: str) -> None:
-    if not isinstance(text, str) or any(ord(c) < 32 and c != "\t" for c in text):
+    if not isinstance(text, str) or has_control_characters(text):
         raise InvalidInput(f"an HTTP {what} must be text without control characters")
 
 

@@ -736,7 +736,7 @@ class HybridConnectionListener:
             protocols=(context.subprotocol,) if context.subprotocol else (),
             handshake_timeout=self.accept_timeout,
         )
-        stream = HybridConnectionStream(
+        stream = HybridConnectionStream._from_websocket(
             ws,
             session,
             tracking_id=accept.id,

@@ -174,7 +174,7 @@ class HybridConnectionClient:
             protocols=subprotocols,
             handshake_timeout=self.connect_timeout if connect_timeout is None else connect_timeout,
         )
-        return HybridConnectionStream(
+        return HybridConnectionStream._from_websocket(
             ws,
             session,
             tracking_id=ident,

@@ -68,8 +68,14 @@ class HybridConnectionStream:
         write_timeout: seconds a write may take (None: forever).
     """
 
-    def __init__(
-        self,
+    def __init__(self) -> None:
+        raise TypeError(
+            "HybridConnectionStream objects come from HybridConnectionClient.connect() and from listeners"
+        )
+
+    @classmethod
+    def _from_websocket(
+        cls,
         ws: aiohttp.ClientWebSocketResponse,
         session: aiohttp.ClientSession | None,
         *,
@@ -81,6 +87,37 @@ class HybridConnectionStream:
         keep_alive_interval: float | None = None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         clean_close_codes: frozenset[int] = SENDER_CLEAN_CLOSE_CODES,
+    ) -> HybridConnectionStream:
+        """The sender's and the listener's private factory: wrap an open WebSocket (and close ``session``
+        with the stream). Runs in the event loop the stream will live in."""
+        stream = cls.__new__(cls)
+        stream._setup(
+            ws,
+            session,
+            tracking_id=tracking_id,
+            headers=headers,
+            remote_endpoint=remote_endpoint,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            keep_alive_interval=keep_alive_interval,
+            close_timeout=close_timeout,
+            clean_close_codes=clean_close_codes,
+        )
+        return stream
+
+    def _setup(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        session: aiohttp.ClientSession | None,
+        *,
+        tracking_id: str,
+        headers: Mapping[str, str] | None,
+        remote_endpoint: RemoteEndpoint | None,
+        read_timeout: float | None,
+        write_timeout: float | None,
+        keep_alive_interval: float | None,
+        close_timeout: float,
+        clean_close_codes: frozenset[int],
     ) -> None:
         self._ws = ws
         self._clean_codes = clean_close_codes
@@ -348,11 +385,13 @@ class HybridConnectionStream:
         finally:
             await self._release()
 
-    async def abort(self, code: int = 1011, reason: str = "aborted") -> None:
+    async def abort(self, code: int | None = 1011, reason: str = "aborted") -> None:
         """Close at once with an error ``code``, without waiting for the peer (like a TCP reset).
 
         The peer sees a Close with ``code`` (when the socket can still carry one). Use it when the other end
-        of a pipe failed; :meth:`close` is the orderly way. Idempotent; never raises.
+        of a pipe failed; :meth:`close` is the orderly way. With ``code=None`` no Close is sent at all: the
+        TCP connection is dropped as if this process had died, and the relay tells the peer with 1011 (how
+        tests make a peer vanish). Idempotent; never raises.
         """
         if self._closed:
             return
@@ -360,7 +399,7 @@ class HybridConnectionStream:
         self._write_closed = True
         if self._pinger is not None:
             self._pinger.cancel()
-        if self._broken is None and not self._peer_closed.is_set():
+        if code is not None and self._broken is None and not self._peer_closed.is_set():
             with contextlib.suppress(Exception):
                 await self._ws._writer.close(code, reason.encode()[:123])
         await self._release()

@@ -21,6 +21,9 @@ from hyco.protocol.control import (
     TextMessage,
 )
 from hyco.protocol.messages import (
+    MAX_INLINE_BODY,
+    MAX_INLINE_HEADERS,
+    MAX_STATUS_DESCRIPTION,
     Accept,
     Command,
     RemoteEndpoint,
@@ -29,6 +32,8 @@ from hyco.protocol.messages import (
     Response,
     decode,
     encode,
+    has_control_characters,
+    status_description,
 )
 from hyco.protocol.sas import (
     Right,
@@ -44,6 +49,7 @@ from hyco.protocol.uri import (
     RelayAddress,
     WebSocketTarget,
     build_rendezvous_address,
+    normalize_audience,
     parse_address,
     parse_websocket_target,
     query_params,
@@ -52,6 +58,9 @@ from hyco.protocol.uri import (
 
 __all__ = [
     "HC_PREFIX",
+    "MAX_INLINE_BODY",
+    "MAX_INLINE_HEADERS",
+    "MAX_STATUS_DESCRIPTION",
     "RECONNECT_DELAYS",
     "Accept",
     "AcceptReceived",
@@ -83,11 +92,14 @@ __all__ = [
     "create_token",
     "decode",
     "encode",
+    "has_control_characters",
+    "normalize_audience",
     "parse_address",
     "parse_token",
     "parse_websocket_target",
     "query_params",
     "reconnect_delays",
+    "status_description",
     "strip_sb_hc_params",
     "verify_signature",
 ]

@@ -21,6 +21,9 @@ from typing import Any
 from hyco.exceptions import RemoteProtocolError
 
 __all__ = [
+    "MAX_INLINE_BODY",
+    "MAX_INLINE_HEADERS",
+    "MAX_STATUS_DESCRIPTION",
     "Accept",
     "Command",
     "RemoteEndpoint",
@@ -29,7 +32,16 @@ __all__ = [
     "Response",
     "decode",
     "encode",
+    "has_control_characters",
+    "status_description",
 ]
+
+#: protocol.md 4.1, 4.2: an HTTP body travels inline on the control channel only when it is at most 64 KiB ...
+MAX_INLINE_BODY = 65536
+#: ... and its headers (the request's, or the response JSON) are at most 32 KB; else it takes a rendezvous.
+MAX_INLINE_HEADERS = 32 * 1024
+#: Longest status description hyco sends or passes on (characters); longer ones are cut.
+MAX_STATUS_DESCRIPTION = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,3 +244,20 @@ def decode(text: str | bytes) -> Command:
     if name == "renewToken":
         return RenewToken(token=_require(obj, "token", str, name))
     raise RemoteProtocolError(f"unknown control command {name[:32]!r}")
+
+
+def _is_control(char: str) -> bool:
+    # RFC 9110 5.5 / 15.1: field values and reason phrases are HTAB, SP, VCHAR and obs-text, nothing else.
+    return (ord(char) < 32 and char != "\t") or char == "\x7f"
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a character an HTTP status line or header cannot carry (a C0 control other
+    than tab, or DEL); such text would split the line or be refused by the peer."""
+    return any(_is_control(c) for c in text)
+
+
+def status_description(text: str) -> str:
+    """``text`` made safe for a status description: each character :func:`has_control_characters` objects
+    to becomes a space, and the result is cut to ``MAX_STATUS_DESCRIPTION`` characters."""
+    return "".join(" " if _is_control(c) else c for c in text)[:MAX_STATUS_DESCRIPTION]

@@ -25,6 +25,7 @@ __all__ = [
     "RelayAddress",
     "WebSocketTarget",
     "build_rendezvous_address",
+    "normalize_audience",
     "parse_address",
     "parse_websocket_target",
     "query_params",
@@ -235,12 +236,35 @@ class RelayAddress:
     @property
     def audience(self) -> str:
         """The token audience the .NET SDK computes: ``http://host/path/`` (protocol.md 5.3)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}/{self.path}/"
+        return _audience(self.host, self.path)
 
     def __str__(self) -> str:
         scheme = "sb" if self.tls else "ws"
         return f"{scheme}://{self.netloc}/{self.path}"
+
+
+def _audience(host: str, path: str) -> str:
+    # .NET NormalizeAudience: http, no port, IPv6 bracketed, one trailing slash (protocol.md 5.3).
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}/{path}/" if path else f"http://{host}/"
+
+
+def normalize_audience(uri: str) -> str:
+    """The audience the .NET SDK puts in ``sr`` for ``uri`` (protocol.md 5.3, ``NormalizeAudience``).
+
+    Scheme forced to ``http``, host lower-cased, port, query, fragment and ``/$hc`` removed, trailing ``/``
+    added: ``sb://NS.example:8443/$hc/echo?x=1`` → ``http://ns.example/echo/``.
+
+    Raises:
+        InvalidURI: the text has no host.
+    """
+    parts = urlsplit(uri.strip())
+    if not parts.hostname:
+        raise InvalidURI(uri, "not an absolute URI with a host")
+    path = parts.path.strip("/")
+    if path.lower().startswith("$hc/") or path.lower() == "$hc":
+        path = path[4:]
+    return _audience(parts.hostname, path)
 
 
 def parse_address(address: str, path: str | None = None) -> RelayAddress:

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from hyco.exceptions import ConnectionLost, RelayError, RemoteProtocolError
 from hyco.protocol import messages
+from hyco.protocol.messages import MAX_INLINE_BODY, MAX_INLINE_HEADERS
 from hyco.protocol.uri import Action, build_rendezvous_address, query_params, strip_sb_hc_params
 from hyco.server.capacity import Capacity
 from hyco.server.engine import Handshake
@@ -44,9 +45,6 @@ __all__ = ["Exchange", "HttpForwarder", "ResponseStart"]
 
 log = logging.getLogger("hyco.relay")
 
-#: protocol.md 4.1: inline only when the body is at most 64 KiB and the headers at most 32 KB.
-MAX_INLINE_BODY = 65536
-MAX_INLINE_HEADERS = 32 * 1024
 #: Connection-level headers never forwarded (RFC 7230 6.1, protocol.md 4.1), plus the token carriers.
 HOP_BY_HOP = {
     "connection",

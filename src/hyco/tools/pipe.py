@@ -1,4 +1,8 @@
-"""Pipe a local asyncio stream (TCP or unix socket) and a relayed stream both ways.
+"""Pipe a local byte stream and a relayed stream both ways.
+
+The local side is a socket (:func:`pipe`: an asyncio ``StreamReader``/``StreamWriter`` pair, TCP or unix) or a
+pair of blocking files (:func:`pipe_files`: ``hyco send``/``hyco listen`` on stdin and stdout). Both run the
+same copy loops through a small local-end seam, so they behave alike.
 
 Theory of operation:
 
@@ -19,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import threading
 import time
 from dataclasses import dataclass
+from typing import BinaryIO, Protocol
 
 from hyco.client.stream import HybridConnectionStream
 from hyco.exceptions import HycoError
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "PipeEnd", "PipeResult", "pipe"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "PipeEnd", "PipeResult", "pipe", "pipe_files"]
 
 #: Largest local read, hence largest WebSocket message sent (the relay allows 16 MiB by default).
 DEFAULT_CHUNK_SIZE = 64 * 1024
@@ -67,18 +73,135 @@ class PipeResult:
         """Whether both directions ended normally."""
         return self.end is PipeEnd.CLEAN
 
+    @property
+    def how(self) -> str:
+        """How it ended, with the error when it failed: ``clean``, ``relay error: ...``."""
+        return self.end.value if self.error is None else f"{self.end.value}: {self.error}"
+
     def describe(self) -> str:
         """One human-readable summary, for log lines."""
-        how = self.end.value if self.error is None else f"{self.end.value}: {self.error}"
-        return f"{self.to_relay} B to relay, {self.from_relay} B from relay, {self.duration:.3f} s, {how}"
+        return (
+            f"{self.to_relay} B to relay, {self.from_relay} B from relay, {self.duration:.3f} s, {self.how}"
+        )
 
 
 class _LocalFailure(Exception):
-    """Wraps an ``OSError`` of the local socket so the two sides' failures stay apart."""
+    """Wraps an ``OSError`` of the local side so the two sides' failures stay apart."""
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+class _LocalEnd(Protocol):
+    """The local side of a pipe. ``read``/``write``/``write_eof`` raise ``OSError`` when the side fails."""
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at the end of data."""
+
+    async def write(self, data: bytes) -> None:
+        """Write and wait until the data is handed on (backpressure)."""
+
+    async def write_eof(self) -> None:
+        """Signal the end of data (half-close), where the side can."""
+
+    def begin_close(self, clean: bool) -> None:
+        """Start closing without awaiting (runs during cancellation); ``clean`` False drops at once."""
+
+    async def finish_close(self, clean: bool) -> None:
+        """Wait until the side is closed. Never raises."""
+
+
+class _SocketEnd:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def read(self, size: int) -> bytes:
+        return await self.reader.read(size)
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def write_eof(self) -> None:
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+        await self.writer.drain()
+
+    def begin_close(self, clean: bool) -> None:
+        if clean:
+            self.writer.close()
+        else:
+            # Do not linger on a failed connection: drop it so the local peer learns at once.
+            self.writer.transport.abort()
+
+    async def finish_close(self, clean: bool) -> None:
+        if clean:
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+
+
+class _FileEnd:
+    """Blocking files: ``source`` is read in a daemon thread (an unfinished read never keeps the process
+    alive, and regular files work as well as pipes and terminals); ``sink`` is written in place."""
+
+    #: Reads the thread may run ahead of the relayed stream (backpressure: it then waits).
+    READ_AHEAD = 4
+
+    def __init__(self, source: BinaryIO, sink: BinaryIO) -> None:
+        self.source = source
+        self.sink = sink
+        self._chunks: asyncio.Queue[bytes | OSError] | None = None
+        self._room = threading.Semaphore(self.READ_AHEAD)
+
+    def _start_reader(self, size: int) -> asyncio.Queue[bytes | OSError]:
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[bytes | OSError] = asyncio.Queue()  # bounded by the semaphore
+        read = getattr(self.source, "read1", self.source.read)
+
+        def pump() -> None:
+            # No coroutine crosses threads: a loop that closes first leaves nothing half-scheduled behind.
+            while True:
+                self._room.acquire()
+                item: bytes | OSError
+                try:
+                    item = read(size)
+                except ValueError:  # the file was closed under us: its data ended
+                    item = b""
+                except OSError as exc:
+                    item = exc
+                try:
+                    loop.call_soon_threadsafe(chunks.put_nowait, item)
+                except RuntimeError:  # the loop is closed: nobody reads any more
+                    return
+                if not isinstance(item, bytes) or not item:
+                    return
+
+        threading.Thread(target=pump, name="hyco-pipe-source", daemon=True).start()
+        return chunks
+
+    async def read(self, size: int) -> bytes:
+        if self._chunks is None:
+            self._chunks = self._start_reader(size)
+        item = await self._chunks.get()
+        self._room.release()
+        if isinstance(item, OSError):
+            raise item
+        return item
+
+    async def write(self, data: bytes) -> None:
+        self.sink.write(data)
+        self.sink.flush()
+
+    async def write_eof(self) -> None:
+        self.sink.flush()
+
+    def begin_close(self, clean: bool) -> None:
+        pass  # the files belong to the caller (stdin, stdout): they stay open
+
+    async def finish_close(self, clean: bool) -> None:
+        pass
 
 
 async def pipe(
@@ -102,6 +225,36 @@ async def pipe(
         A :class:`PipeResult`: bytes each way, duration and how it ended. Failures are reported there, never
         raised.
     """
+    return await _pipe(_SocketEnd(reader, writer), stream, chunk_size)
+
+
+async def pipe_files(
+    source: BinaryIO,
+    sink: BinaryIO,
+    stream: HybridConnectionStream,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> PipeResult:
+    """Copy ``source`` → ``stream`` and ``stream`` → ``sink`` (blocking files such as stdin and stdout).
+
+    The same loops as :func:`pipe`: the end of ``source`` half-closes the stream (``shutdown()``), the peer's
+    end of data ends the copy to ``sink``, and it returns when both directions ended (like ``nc``, so
+    nothing read from ``source`` is lost) or one side failed. The relayed stream is closed on return; the
+    files are left open (they are the caller's).
+
+    Args:
+        source: read in a background thread, ``chunk_size`` bytes at most per read.
+        sink: written and flushed for every message.
+        stream: an open relayed stream; the pipe takes ownership of it.
+        chunk_size: largest read from ``source`` (one WebSocket message each).
+
+    Returns:
+        A :class:`PipeResult`, as for :func:`pipe`.
+    """
+    return await _pipe(_FileEnd(source, sink), stream, chunk_size)
+
+
+async def _pipe(local: _LocalEnd, stream: HybridConnectionStream, chunk_size: int) -> PipeResult:
     started = time.monotonic()
     counts = [0, 0]  # to relay, from relay
 
@@ -109,7 +262,7 @@ async def pipe(
         # Local → relay. The local end of data half-closes the relayed stream (.NET Shutdown()).
         while True:
             try:
-                data = await reader.read(chunk_size)
+                data = await local.read(chunk_size)
             except OSError as exc:
                 raise _LocalFailure(exc) from exc
             if not data:
@@ -119,18 +272,12 @@ async def pipe(
         await stream.shutdown()
 
     async def downstream() -> None:
-        # Relay → local. The peer's Close 1000 half-closes the local socket (write_eof), if it can be.
-        while data := await stream.read():
-            try:
-                writer.write(data)
-                await writer.drain()
-            except OSError as exc:
-                raise _LocalFailure(exc) from exc
-            counts[1] += len(data)
+        # Relay → local. The peer's Close 1000 half-closes the local side (write_eof), if it can be.
         try:
-            if writer.can_write_eof():
-                writer.write_eof()
-            await writer.drain()
+            while data := await stream.read():
+                await local.write(data)
+                counts[1] += len(data)
+            await local.write_eof()
         except OSError as exc:
             raise _LocalFailure(exc) from exc
 
@@ -147,9 +294,7 @@ async def pipe(
                 assert exc is not None
                 if isinstance(exc, _LocalFailure):
                     end, error = PipeEnd.LOCAL_ERROR, exc.cause
-                elif isinstance(exc, HycoError | OSError):
-                    end, error = PipeEnd.RELAY_ERROR, exc
-                else:  # a bug: report it rather than lose it
+                else:  # HycoError or OSError from the relayed stream; anything else is a bug: report it
                     end, error = PipeEnd.RELAY_ERROR, exc
                 break
     except asyncio.CancelledError:
@@ -161,17 +306,13 @@ async def pipe(
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        await _close_both(writer, stream, clean=end is PipeEnd.CLEAN)
+        await _close_both(local, stream, clean=end is PipeEnd.CLEAN)
     return PipeResult(counts[0], counts[1], time.monotonic() - started, end, error)
 
 
-async def _close_both(writer: asyncio.StreamWriter, stream: HybridConnectionStream, *, clean: bool) -> None:
+async def _close_both(local: _LocalEnd, stream: HybridConnectionStream, *, clean: bool) -> None:
     # Runs during cancellation too: start both closes before the first await, so nothing is left open.
-    if clean:
-        writer.close()
-    else:
-        # Do not linger on a failed connection: drop it so the local peer learns at once.
-        writer.transport.abort()
+    local.begin_close(clean)
     try:
         if clean:
             # Both sides already sent their Close (half-closes), so this returns at once.
@@ -185,6 +326,4 @@ async def _close_both(writer: asyncio.StreamWriter, stream: HybridConnectionStre
                 async with asyncio.timeout(0):
                     await stream.close()
     finally:
-        if clean:
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        await local.finish_close(clean)
