@@ -21,6 +21,7 @@ from tests.conftest import (
     TIMEOUT,
 )
 from tests.server.wire import (
+    HEADERS,
     RawListener,
     connect_url,
     handshake_error,
@@ -236,10 +237,15 @@ async def test_accept_carries_address_headers_endpoint_and_id(relay: Relay, sess
     assert "servicebusauthorization" not in headers
     assert accept["remoteEndpoint"]["address"] == "127.0.0.1"
     assert isinstance(accept["remoteEndpoint"]["port"], int)
-    # The sender never learns the secret part of the rendezvous id.
-    assert accept["id"] not in address.split("sb-hc-id=")[1] or "_" not in accept["id"]
+    # The accept's id is the sender's tracking id; the rendezvous id adds a secret the sender never learns.
+    tracking, secret = address.split("sb-hc-id=")[1].rsplit("_", 1)
+    assert accept["id"] == tracking
+    assert secret not in json.dumps(accept["connectHeaders"])
     rendezvous = await session.ws_connect(address)
     sender = await asyncio.wait_for(task, TIMEOUT)
+    sender_view = [h for url, h in HEADERS.items() if "sb-hc-action=connect" in url]
+    assert sender_view  # the sender's handshake answer was recorded ...
+    assert all(secret not in json.dumps(h) for h in sender_view)  # ... and carries no trace of the secret
     await asyncio.gather(sender.close(), rendezvous.close())
 
 

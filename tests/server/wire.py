@@ -88,11 +88,14 @@ async def send_connect(
 #: Reason phrases of the last response per URL, recorded by sessions from :func:`recording_session`
 #: (aiohttp's handshake error keeps the status but not the reason phrase the relay sent).
 REASONS: dict[str, str] = {}
+#: Response headers of the last response per URL, recorded the same way.
+HEADERS: dict[str, dict[str, str]] = {}
 
 
 def recording_session() -> aiohttp.ClientSession:
     async def on_end(session: Any, context: Any, params: aiohttp.TraceRequestEndParams) -> None:
         REASONS[str(params.url)] = params.response.reason or ""
+        HEADERS[str(params.url)] = dict(params.response.headers)
 
     trace = aiohttp.TraceConfig()
     trace.on_request_end.append(on_end)
