@@ -27,8 +27,7 @@ import ssl as ssl_module
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
-from aiohttp._websocket.helpers import websocket_mask
-
+from hyco._wsmask import apply_mask
 from hyco.client._net import NetOptions, error_for_status
 from hyco.exceptions import ConnectionLost, RelayTimeout, RemoteProtocolError
 from hyco.protocol.frames import (
@@ -53,12 +52,6 @@ DEFAULT_MAX_FRAME = 4 * 1024 * 1024
 #: RFC 6455 1.3: the GUID the server appends to the key before hashing.
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 64 * 1024
-
-
-def _mask(key: bytes, payload: bytes) -> bytes:
-    data = bytearray(payload)
-    websocket_mask(key, data)
-    return bytes(data)
 
 
 def _ssl_context(setting: ssl_module.SSLContext | bool) -> ssl_module.SSLContext:
@@ -256,7 +249,7 @@ class RawWebSocket:
     async def _write_frame(self, opcode: Opcode, payload: bytes, fin: bool = True) -> None:
         if self._writer.transport.is_closing():
             raise ConnectionLost("the rendezvous connection is closed")
-        self._writer.write(encode_frame(opcode, payload, fin=fin, mask=os.urandom(4), masker=_mask))
+        self._writer.write(encode_frame(opcode, payload, fin=fin, mask=os.urandom(4), masker=apply_mask))
         try:
             await self._writer.drain()
         except OSError as exc:

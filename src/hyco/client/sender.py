@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hyco.client._engine import handshake_headers
 from hyco.client._net import NetOptions, make_ssl, open_websocket
 from hyco.client.credentials import TokenProvider
 from hyco.client.stream import DEFAULT_CLOSE_TIMEOUT, HybridConnectionStream
@@ -178,7 +179,7 @@ class HybridConnectionClient:
             ws,
             session,
             tracking_id=ident,
-            headers=dict(ws._response.headers),
+            headers=handshake_headers(ws),
             read_timeout=self.read_timeout,
             write_timeout=self.write_timeout,
             keep_alive_interval=self.keep_alive_interval,

@@ -23,10 +23,10 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 import aiohttp
 
+from hyco.client._engine import drop, send_close_frame
 from hyco.exceptions import RelayTimeout, StreamBroken, StreamClosed
 from hyco.protocol.messages import RemoteEndpoint
 
@@ -354,7 +354,7 @@ class HybridConnectionStream:
             # aiohttp has no half-close: write the Close frame without entering its closing state, so the
             # reader keeps receiving (design.md, "Known gaps of aiohttp").
             with contextlib.suppress(Exception):
-                await self._ws._writer.close(1000, b"Shutdown")
+                await send_close_frame(self._ws, 1000, "Shutdown")
 
     async def close(self) -> None:
         """Close both directions: send Close 1000 (unless already sent), wait briefly for the peer's Close,
@@ -401,7 +401,7 @@ class HybridConnectionStream:
             self._pinger.cancel()
         if code is not None and self._broken is None and not self._peer_closed.is_set():
             with contextlib.suppress(Exception):
-                await self._ws._writer.close(code, reason.encode()[:123])
+                await send_close_frame(self._ws, code, reason)
         await self._release()
 
     async def _abort(self) -> None:
@@ -410,10 +410,8 @@ class HybridConnectionStream:
         # A read waiting on the queue must wake up (end of stream) rather than wait forever.
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(_End(None))
-        ws: Any = self._ws
         with contextlib.suppress(Exception):
-            ws._set_closed()
-            ws._response.close()
+            drop(self._ws)
 
     async def _release(self) -> None:
         self._reader.cancel()

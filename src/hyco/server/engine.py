@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
-from aiohttp._websocket.helpers import websocket_mask
 from aiohttp.client_exceptions import ClientConnectionResetError
 
+from hyco._wsmask import apply_mask
 from hyco.exceptions import ConnectionLost
 from hyco.server.peer import Message, MessageKind, PeerGone
 
@@ -36,10 +36,8 @@ _SOCKET_ERRORS = (ClientConnectionResetError, ConnectionError, RuntimeError)
 
 
 def unmask(key: bytes, payload: bytes) -> bytes:
-    """``payload`` unmasked with ``key`` (RFC 6455 5.3), by aiohttp's C routine."""
-    data = bytearray(payload)
-    websocket_mask(key, data)
-    return bytes(data)
+    """``payload`` unmasked with ``key`` (RFC 6455 5.3)."""
+    return apply_mask(key, payload)
 
 
 def close_payload(code: int, reason: str) -> bytes:
