@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the harness reads /proc")
 
 
+@pytest.mark.slow
 def test_quick_round_trip_scenario_writes_the_expected_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
@@ -43,6 +44,7 @@ def test_quick_round_trip_scenario_writes_the_expected_json(tmp_path: Path) -> N
     assert (out / "chart.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_quick_forward_scenario_measures_hyco_direct_and_haproxy(tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(

@@ -213,6 +213,7 @@ async def test_raw_listener_and_hyco_ws_sender_byte_exact_and_close_code(
 # --- 4. bad credentials do not disturb good peers -------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_listener_with_wrong_key_gets_401_while_relay_keeps_serving(interop: Interop) -> None:
     wrong_key = "d3JvbmctbGlzdGVuZXIta2V5LW5vdC1hbnl3aGVyZQ=="
     async with ws_listener(interop) as good:

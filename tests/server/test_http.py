@@ -279,6 +279,7 @@ async def test_request_rendezvous_address_cannot_be_reused(relay: Relay, session
     assert info.value.status == 403
 
 
+@pytest.mark.slow
 async def test_listener_may_stream_its_response_before_reading_the_whole_request(relay: Relay, session):
     # A streaming echo: the response starts while the (large) request body is still arriving.
     listener = await RawListener.open(session, relay.url)

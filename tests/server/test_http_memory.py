@@ -87,6 +87,7 @@ async def watch(pid: int, peak: list[int], stop: asyncio.Event) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_gigabyte_upload_and_download_keep_relay_memory_flat(tmp_path: Path) -> None:
     expected = hashlib.sha256()
     async for piece in pattern(SIZE):

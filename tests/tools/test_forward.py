@@ -488,6 +488,7 @@ async def test_the_remote_side_survives_a_relay_restart() -> None:
 # ------------------------------------------------------------------------------------------ backpressure
 
 
+@pytest.mark.slow
 async def test_memory_stays_bounded_when_the_client_reads_slowly(relay: Relay) -> None:
     total = 128 * MiB
     block = os.urandom(MiB)
