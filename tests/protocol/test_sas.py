@@ -239,7 +239,7 @@ def sas_for(audience: str) -> SasToken:
 
 
 @pytest.mark.parametrize(
-    ("audience", "entity", "covers"),
+    ("audience", "requested", "covers"),
     [
         # every scheme a client uses
         ("http://relay.example/echo", "echo", True),
@@ -258,17 +258,24 @@ def sas_for(audience: str) -> SasToken:
         # namespace-wide tokens (empty path); Java sender drops the path
         ("http://relay.example/", "echo", True),
         ("sb://relay.example:443", "a/b", True),
-        # segment prefix of a multi-segment entity
+        # the token's path is a segment-prefix of the requested path (a multi-segment entity, or a suffix)
         ("http://relay.example/a/b", "a/b/c", True),
         ("http://relay.example/a/b/", "a/bc", False),
-        # Node signs the path it dials, suffix included
-        ("http://localhost:9000/echo/sub", "echo", True),
-        ("http://localhost/echo/sub/deeper", "echo", True),
-        # wrong host, wrong path
+        ("http://relay.example/echo", "echo/sub/deeper", True),
+        # Node signs the path it dials, suffix included: it covers that path (the relay passes the suffix)
+        ("http://localhost:9000/echo/sub", "echo/sub", True),
+        ("http://localhost/echo/sub/deeper", "echo/sub/deeper/more", True),
+        # never the other way round: a token for a deeper path does not cover its parent (defect 6)
+        ("http://localhost:9000/echo/sub", "echo", False),
+        ("http://relay.example/team/secret", "team", False),
+        ("http://relay.example/a/b/c", "a/b", False),
+        ("http://relay.example/echo/sub", "echo/other", False),
+        # wrong host, wrong path, a sibling sharing a prefix
         ("http://other.example/echo", "echo", False),
         ("http://relay.example.evil/echo", "echo", False),
         ("http://relay.example/echo2", "echo", False),
         ("http://relay.example/echo", "echo2", False),
+        ("http://relay.example/team", "team2/sub", False),
         ("http://relay.example/ech", "echo", False),
         ("http://relay.example/other/echo", "echo", False),
         # unparsable
@@ -276,8 +283,8 @@ def sas_for(audience: str) -> SasToken:
         ("", "echo", False),
     ],
 )
-def test_audience_covers(audience: str, entity: str, covers: bool) -> None:
-    assert audience_covers(sas_for(audience), HOSTS, entity) is covers
+def test_audience_covers(audience: str, requested: str, covers: bool) -> None:
+    assert audience_covers(sas_for(audience), HOSTS, requested) is covers
 
 
 def test_audience_covers_lower_case_escapes_and_ipv6() -> None:

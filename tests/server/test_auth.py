@@ -88,3 +88,30 @@ def test_cache_skips_only_the_signature_check():
     third = create_token("http://relay.example/echo/", "root", "root-key", 2001)
     check(third, Right.SEND, cache=cache)
     assert cache.get(token, "echo") is None
+
+
+# --- scopes (protocol.md 5.3 rule 2; issue 13, defect 6) ------------------------------------------------
+
+
+def test_a_token_for_a_deeper_path_does_not_cover_the_entity():
+    token = create_token("http://relay.example/echo/secret/", "root", "root-key", 2000)
+    with pytest.raises(AuthorizationFailed, match="InvalidAudience"):
+        check(token, Right.LISTEN)
+    with pytest.raises(AuthorizationFailed, match="InvalidAudience"):
+        check(token, Right.SEND)
+
+
+def test_the_requested_path_includes_the_senders_suffix():
+    node_style = create_token("http://relay.example/echo/sub", "root", "root-key", 2000)
+    assert check(node_style, Right.SEND, requested_path="echo/sub").key_name == "root"
+    with pytest.raises(AuthorizationFailed, match="InvalidAudience"):
+        check(node_style, Right.SEND, requested_path="echo/other")
+    entity = create_token("http://relay.example/echo/", "root", "root-key", 2000)
+    check(entity, Right.SEND, requested_path="echo/sub/dir")
+
+
+def test_the_requested_path_must_lie_inside_the_entity():
+    # A caller bug (a path outside the entity) must not widen what a token reaches.
+    token = create_token("http://relay.example/", "root", "root-key", 2000)
+    with pytest.raises(ValueError, match="inside"):
+        check(token, Right.SEND, requested_path="other/echo")

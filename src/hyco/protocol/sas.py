@@ -168,17 +168,20 @@ def _split_audience(audience: str) -> tuple[str, str] | None:
     return host.lower(), path.lower()
 
 
-def audience_covers(token: SasToken, hosts: set[str], entity_path: str) -> bool:
-    """Whether the token's audience covers ``entity_path`` on one of ``hosts`` (protocol.md 5.3).
+def audience_covers(token: SasToken, hosts: set[str], requested_path: str) -> bool:
+    """Whether the token's audience covers ``requested_path`` on one of ``hosts`` (protocol.md 5.3).
 
-    Lenient as Azure must be: any of the http/https/sb/ws/wss schemes, port ignored, host compared
-    case-insensitively, trailing ``/`` ignored; a token for the namespace (empty path), for a segment-prefix
-    of the entity path, or for a path below it (Node signs the sender's path suffix) covers it.
+    Lenient about form as Azure must be: any of the http/https/sb/ws/wss schemes, port ignored, host and path
+    compared case-insensitively, trailing ``/`` ignored. Strict about scope: the token's path must be empty
+    (the namespace), equal to the requested path, or a segment-prefix of it. Never the other way round: a
+    token for ``team/secret`` does not cover ``team``, and one for ``team`` does not cover ``team2``.
 
     Args:
         token: the parsed token.
         hosts: host names (lower-case, no port) under which the relay is reached.
-        entity_path: the hybrid connection path.
+        requested_path: what the client asks for: the hybrid connection path for a listener, that path plus
+            the sender's suffix for a connect or an HTTP request (Node signs the URI it dials, suffix
+            included, so its token covers exactly that).
     """
     parsed = _split_audience(token.audience)
     if parsed is None:
@@ -186,7 +189,5 @@ def audience_covers(token: SasToken, hosts: set[str], entity_path: str) -> bool:
     host, path = parsed
     if host not in hosts:
         return False
-    target = entity_path.strip("/").lower()
-    # Node signs the URI it dials, path suffix included (``http://host:port/echo/sub``), so a token for a
-    # sub-path of the hybrid connection covers it too.
-    return not path or path == target or target.startswith(path + "/") or path.startswith(target + "/")
+    target = requested_path.strip("/").lower()
+    return not path or path == target or target.startswith(path + "/")
