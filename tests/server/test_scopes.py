@@ -115,11 +115,6 @@ async def test_entity_or_namespace_token_connects_with_a_suffix(
     await listener.ws.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the relay to pass the requested path (entity path + suffix) to authorize(); "
-    "until app.py does, a token for team/sub is checked against 'team' only",
-)
 async def test_token_signed_for_the_path_with_its_suffix_connects(relay: Relay, session) -> None:
     # Node's createRelayToken signs the URI it dials, suffix included (protocol.md 5.3).
     listener = await RawListener.open(session, relay.url, "team")
@@ -146,12 +141,7 @@ async def test_token_signed_for_the_path_with_its_suffix_connects(relay: Relay, 
         ("team", "team", 502),
         ("team", "team/sub", 502),
         ("", "team2/sub", 502),
-        pytest.param(
-            "team/sub",
-            "team/sub",
-            502,
-            marks=pytest.mark.xfail(strict=True, reason="needs the relay to pass the suffix too (see above)"),
-        ),
+        ("team/sub", "team/sub", 502),  # Node signs the path it dials, suffix included
     ],
 )
 async def test_http_sender_scopes(

@@ -123,7 +123,9 @@ class Relay:
         self._bound: tuple[str, int] | None = None
         self._refusals = Throttle(interval=1.0)
         self._signatures = SignatureCache()
-        self._http = HttpForwarder(lambda req, token, hc: self._authorize(req, token, hc, Right.SEND))
+        self._http = HttpForwarder(
+            lambda req, token, hc, suffix: self._authorize(req, token, hc, Right.SEND, suffix=suffix)
+        )
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -294,6 +296,7 @@ class Relay:
         right: Right,
         *,
         grace: float = 0.0,
+        suffix: str = "",
     ) -> SasToken:
         hosts = {h for h in (_hostname(request.host), self._public_host()) if h}
         return authorize(
@@ -306,6 +309,7 @@ class Relay:
             now=time.time(),
             grace=grace,
             cache=self._signatures,
+            requested_path=hc.path + suffix,
         )
 
     def _public_host(self) -> str | None:
@@ -382,7 +386,7 @@ class Relay:
         hc, suffix = self._registry.find(target.path)
         if hc.config.requires_client_authorization:
             token_text = request.headers.get(SB_AUTH_HEADER) or target.token
-            self._authorize(request, token_text, hc, Right.SEND)
+            self._authorize(request, token_text, hc, Right.SEND, suffix=suffix)
         candidates = hc.candidates(
             _split_ids(request.headers.get(ALLOWED_LISTENERS)),
             _split_ids(request.headers.get(DISALLOWED_LISTENERS)),

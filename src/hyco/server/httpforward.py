@@ -109,7 +109,9 @@ class HttpForwarder:
         base_url_for: the rendezvous base URL of a listener.
     """
 
-    def __init__(self, authorize_send: Callable[[web.Request, str | None, HybridConnection], object]) -> None:
+    def __init__(
+        self, authorize_send: Callable[[web.Request, str | None, HybridConnection, str], object]
+    ) -> None:
         self._authorize_send = authorize_send
         self._exchanges: dict[str, Exchange] = {}
 
@@ -154,7 +156,7 @@ class HttpForwarder:
         raw_query = request.rel_url.raw_query_string
         token_used, token = self._token(request, raw_query, hc)
         if hc.config.requires_client_authorization:
-            self._authorize_send(request, token, hc)
+            self._authorize_send(request, token, hc, suffix)
         try:
             listeners = candidates()
         except EndpointNotFound as exc:
