@@ -14,6 +14,7 @@ import pytest
 
 from hyco.exceptions import InvalidToken
 from hyco.protocol.sas import (
+    MAX_EXPIRY,
     MAX_TOKEN_LENGTH,
     SasToken,
     audience_covers,
@@ -292,3 +293,21 @@ def test_audience_covers_lower_case_escapes_and_ipv6() -> None:
     assert audience_covers(token, HOSTS, "echo")
     assert audience_covers(sas_for("http://[::1]:8080/echo"), {"::1"}, "echo")
     assert not audience_covers(sas_for("http://[::1]:8080/echo"), HOSTS, "echo")
+
+
+@pytest.mark.parametrize("se", [str(MAX_EXPIRY + 1), "9" * 400, "1" + "0" * 309])
+def test_parse_token_refuses_expiry_after_year_9999(se: str) -> None:
+    with pytest.raises(InvalidToken, match="after the year 9999") as info:
+        parse_token(token_text("sr", "SECRETSIG", se=se))
+    assert "SECRETSIG" not in str(info.value)
+
+
+def test_parse_token_accepts_year_9999_and_leading_zeros() -> None:
+    assert parse_token(token_text("sr", "s", se=MAX_EXPIRY)).expiry == MAX_EXPIRY
+    assert parse_token(token_text("sr", "s", se="0" * 20 + "42")).expiry == 42
+
+
+def test_expired_never_overflows() -> None:
+    # A SasToken built by hand may carry any int; the comparison must not go through float.
+    assert not SasToken("sr", "s", 10**400, "k").expired(1e9, grace=300.0)
+    assert SasToken("sr", "s", 0, "k").expired(1e9, grace=300.0)

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 from hyco.exceptions import InvalidToken
 
 __all__ = [
+    "MAX_EXPIRY",
     "SAS_PREFIX",
     "Right",
     "SasToken",
@@ -37,6 +38,9 @@ MAX_KEY_NAME_LENGTH = 256
 MAX_KEY_LENGTH = 256
 #: A token longer than this is garbage, not a SAS; refuse before doing any work on it.
 MAX_TOKEN_LENGTH = 4096
+#: Latest ``se`` accepted: 9999-12-31T23:59:59Z, the end of .NET's DateTime (and of Python's datetime). A
+#: larger one cannot be a real client's token, and ~10**309 does not even fit a float (issue 13, defect 9).
+MAX_EXPIRY = 253_402_300_799
 
 
 class Right(enum.StrEnum):
@@ -70,7 +74,9 @@ class SasToken:
 
     def expired(self, now: float, grace: float = 0.0) -> bool:
         """Whether the token is past ``se`` (plus ``grace`` seconds) at time ``now``."""
-        return now > self.expiry + grace
+        # Compared as now - grace (floats) against the integer expiry: Python compares int and float exactly,
+        # whereas expiry + grace would convert a huge expiry to float and overflow.
+        return now - grace > self.expiry
 
 
 def _signature(resource: str, expiry: int, key: str) -> str:
@@ -105,7 +111,7 @@ def parse_token(text: str) -> SasToken:
 
     Raises:
         InvalidToken: not a ``SharedAccessSignature`` token, a field missing or repeated, or ``se`` not an
-            integer. The message never contains the token.
+            integer or after :data:`MAX_EXPIRY`. The message never contains the token.
     """
     if len(text) > MAX_TOKEN_LENGTH:
         raise InvalidToken(f"the token is longer than {MAX_TOKEN_LENGTH} characters")
@@ -129,6 +135,9 @@ def parse_token(text: str) -> SasToken:
     expiry_text = unquote(fields["se"])
     if not (expiry_text.isascii() and expiry_text.isdigit()):  # isdigit() alone accepts '²'; int() does not
         raise InvalidToken("the token's 'se' (expiry) is not an integer number of seconds")
+    # Length first: int() of thousands of digits is slow, and beyond 4300 digits it raises.
+    if len(expiry_text.lstrip("0")) > len(str(MAX_EXPIRY)) or int(expiry_text) > MAX_EXPIRY:
+        raise InvalidToken("the token's 'se' (expiry) is after the year 9999")
     # sig/se/skn are percent-decoded without turning '+' into a space: a base64 '+' may be left raw.
     return SasToken(
         resource=fields["sr"],
