@@ -14,6 +14,7 @@ unknown members, and raises :class:`~hyco.exceptions.RemoteProtocolError` for an
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "Response",
     "decode",
     "encode",
+    "salvage_response",
 ]
 
 
@@ -153,6 +155,14 @@ def _optional(obj: Mapping[str, Any], key: str, kind: type, command: str) -> Any
     return _require(obj, key, kind, command)
 
 
+#: RFC 9110 5.1: a field name is a token.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: RFC 9110 5.5 / 15.1: field values and reason phrases carry no control characters but HTAB. A CR or LF would
+#: split the HTTP response the relay writes (aiohttp refuses to write it, and the sender then waited for its
+#: timeout: issue 13, defect 9); a lone surrogate cannot be encoded at all.
+_FORBIDDEN_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+
+
 def _headers(obj: Mapping[str, Any], key: str, command: str) -> dict[str, str] | None:
     value = _optional(obj, key, dict, command)
     if value is None:
@@ -160,10 +170,22 @@ def _headers(obj: Mapping[str, Any], key: str, command: str) -> dict[str, str] |
     # Values are strings on the wire (2.2); tolerate numbers from lax peers by converting them.
     headers: dict[str, str] = {}
     for name, item in value.items():
+        if not _FIELD_NAME.fullmatch(name):
+            raise RemoteProtocolError(f"{command}.{key} has a header name that is not an HTTP token")
         if not isinstance(item, str | int | float) or isinstance(item, bool):
-            raise RemoteProtocolError(f"{command}.{key}[{name!r}] is not a string")
-        headers[str(name)] = str(item)
+            raise RemoteProtocolError(f"{command}.{key}[{name[:64]!r}] is not a string")
+        text = str(item)
+        if _FORBIDDEN_IN_VALUE.search(text):
+            raise RemoteProtocolError(f"{command}.{key}[{name[:64]!r}] contains a control character")
+        headers[name] = text
     return headers
+
+
+def _reason_phrase(obj: Mapping[str, Any]) -> str | None:
+    value = _optional(obj, "statusDescription", str, "response")
+    if value is not None and _FORBIDDEN_IN_VALUE.search(value):
+        raise RemoteProtocolError("response.statusDescription contains a control character")
+    return value
 
 
 def _endpoint(obj: Mapping[str, Any], command: str) -> RemoteEndpoint | None:
@@ -185,17 +207,45 @@ def _status_code(value: Any) -> int:
     return value
 
 
+def _load(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # UnicodeDecodeError is a ValueError. Deep nesting ('[' * 100_000) makes the C scanner raise
+        # RecursionError at the interpreter's recursion limit: a peer's bad JSON, not a relay failure.
+        raise RemoteProtocolError(f"control message is not valid JSON: {exc.__class__.__name__}") from None
+
+
+def salvage_response(text: str | bytes) -> tuple[str, bool] | None:
+    """For a message :func:`decode` refused: a ``response``'s ``requestId`` and ``body`` flag, if readable.
+
+    A malformed ``response`` should fail only its own request while the control channel goes on; this reads
+    what that needs without the caller parsing the peer's text again (which is where deep nesting used to
+    escape as a ``RecursionError``).
+
+    Returns:
+        ``(request_id, body)``, where ``body`` says whether a binary message follows and must be skipped; or
+        None when the text is not JSON, not a ``response``, or has no string ``requestId``. Never raises.
+    """
+    try:
+        data = _load(text)
+    except RemoteProtocolError:
+        return None
+    body = data.get("response") if isinstance(data, dict) else None
+    if not isinstance(body, dict) or not isinstance(request_id := body.get("requestId"), str):
+        return None
+    return request_id, body.get("body") is True
+
+
 def decode(text: str | bytes) -> Command:
     """Parse one control-channel message.
 
     Raises:
-        RemoteProtocolError: not JSON, not one object with exactly one known key, or a member of the wrong
-            type. The message never echoes a token.
+        RemoteProtocolError: not JSON, not one object with exactly one known key, a member of the wrong
+            type, or a header or reason phrase an HTTP message cannot carry (a CR, LF or other control
+            character). The message never echoes a token.
     """
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting recurses
-        raise RemoteProtocolError(f"control message is not valid JSON: {exc.__class__.__name__}") from None
+    data = _load(text)
     if not isinstance(data, dict) or len(data) != 1:
         raise RemoteProtocolError("control message must be a JSON object with exactly one command key")
     ((name, obj),) = data.items()
@@ -225,7 +275,7 @@ def decode(text: str | bytes) -> Command:
         return Response(
             request_id=_require(obj, "requestId", str, name),
             status_code=_status_code(obj.get("statusCode")),
-            status_description=_optional(obj, "statusDescription", str, name),
+            status_description=_reason_phrase(obj),
             response_headers=_headers(obj, "responseHeaders", name),
             body=body,
         )
