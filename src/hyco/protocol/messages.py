@@ -182,7 +182,7 @@ def _headers(obj: Mapping[str, Any], key: str, command: str) -> dict[str, str] |
 
 
 def _reason_phrase(obj: Mapping[str, Any]) -> str | None:
-    value = _optional(obj, "statusDescription", str, "response")
+    value: str | None = _optional(obj, "statusDescription", str, "response")
     if value is not None and _FORBIDDEN_IN_VALUE.search(value):
         raise RemoteProtocolError("response.statusDescription contains a control character")
     return value
