@@ -9,14 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyco.exceptions import RemoteProtocolError
+from hyco.exceptions import RelayError, RemoteProtocolError
 from hyco.protocol.messages import (
+    MAX_ACCEPT_SIZE,
     Accept,
     Command,
     RemoteEndpoint,
     RenewToken,
     Request,
     Response,
+    check_accept_size,
     decode,
     encode,
     salvage_response,
@@ -441,3 +443,36 @@ def test_deep_nesting_is_a_protocol_error_even_inside_a_response() -> None:
     text = '{"response":{"requestId":"r","statusCode":' + "[" * 100_000 + "]" * 100_000 + "}}"
     with pytest.raises(RemoteProtocolError, match="RecursionError"):
         decode(text)
+
+
+# --- check_accept_size: what official listeners can read (protocol.md 2.2; issue 13, defect 10) ----------
+
+
+def _accept_of_size(size: int) -> Accept:
+    """An accept whose encoded UTF-8 size is exactly ``size`` bytes (one padded header, two-byte 'ø's)."""
+    base = len(encode(Accept(ADDR, "i", {"X-Pad": ""})).encode())
+    pad = size - base
+    return Accept(ADDR, "i", {"X-Pad": "ø" * (pad // 2) + "x" * (pad % 2)})
+
+
+def test_accept_up_to_64_kib_passes() -> None:
+    accept = _accept_of_size(MAX_ACCEPT_SIZE)
+    assert len(encode(accept).encode("utf-8")) == 65536
+    check_accept_size(accept)
+
+
+def test_accept_one_byte_over_is_refused_with_431() -> None:
+    accept = _accept_of_size(MAX_ACCEPT_SIZE + 1)
+    with pytest.raises(RelayError) as info:
+        check_accept_size(accept)
+    assert info.value.http_status == 431
+    assert "65537-byte" in info.value.description
+
+
+def test_a_hundred_8_kib_headers_are_refused() -> None:
+    # The probe in issue 13: 100 headers of 8 KB made an 801,640-byte accept.
+    headers = {f"X-Big-{i}": "v" * 8000 for i in range(100)}
+    with pytest.raises(RelayError) as info:
+        check_accept_size(Accept(ADDR, "i", headers, EP))
+    assert info.value.http_status == 431
+    assert "v" * 100 not in info.value.description  # sizes, not the values

@@ -19,15 +19,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyco.exceptions import RemoteProtocolError
+from hyco.exceptions import RelayError, RemoteProtocolError
 
 __all__ = [
+    "MAX_ACCEPT_SIZE",
     "Accept",
     "Command",
     "RemoteEndpoint",
     "RenewToken",
     "Request",
     "Response",
+    "check_accept_size",
     "decode",
     "encode",
     "salvage_response",
@@ -140,6 +142,37 @@ def encode(command: Command) -> str:
         body = {"token": command.token}
         name = "renewToken"
     return json.dumps({name: body}, separators=(",", ":"), ensure_ascii=False)
+
+
+#: Largest ``accept`` the relay sends, in UTF-8 bytes: .NET and Java listeners read each control message into
+#: a 64 KiB buffer and break on a larger one (protocol.md 2.2, 6). The accept carries every header of the
+#: sender's upgrade request, so a sender could otherwise break the listener it connects to.
+MAX_ACCEPT_SIZE = 64 * 1024
+
+#: The status a sender gets when its request would make an oversize accept (RFC 6585 5).
+_HEADERS_TOO_LARGE = 431
+
+
+def check_accept_size(accept: Accept) -> None:
+    """Refuse an ``accept`` that official listeners could not read (larger than :data:`MAX_ACCEPT_SIZE`).
+
+    The sender is refused with 431 rather than its headers trimmed to fit: a trimmed accept would hand the
+    listener a request that is not the one sent, and the sender can fix the cause (send fewer or smaller
+    headers, or a shorter query) once told.
+
+    Args:
+        accept: the command about to go down a control channel.
+
+    Raises:
+        RelayError: 431 Request Header Fields Too Large, for the sender; the description gives the sizes.
+    """
+    size = len(encode(accept).encode())
+    if size > MAX_ACCEPT_SIZE:
+        raise RelayError(
+            f"RequestHeaderFieldsTooLarge: the request's headers, path and query make a {size}-byte accept "
+            f"message; listeners read at most {MAX_ACCEPT_SIZE} bytes. Send fewer or smaller headers.",
+            http_status=_HEADERS_TOO_LARGE,
+        )
 
 
 def _require(obj: Mapping[str, Any], key: str, kind: type, command: str) -> Any:
