@@ -11,8 +11,8 @@ cleans every record before any handler sees it:
 * control characters (CR, LF, NUL, ESC, C1, U+2028/2029) are escaped (``\\r``, ``\\x1b``), so a message is
   one line; a traceback keeps its own line breaks but every line of it is indented, so only the formatter's
   own lines start at column 0 and a forged line cannot pass for a record;
-* aiohttp's errors for malformed requests (the client's fault, not the relay's) lose their traceback and keep
-  one line of at most a few hundred characters: a flood of bad requests no longer writes kilobytes per request.
+* aiohttp's errors for malformed requests (the client's fault, not the relay's) lose their traceback and
+  keep one line of a few hundred characters: a flood of bad requests no longer writes kilobytes per request.
 
 :func:`install` adds the filter to the ``hyco`` and ``aiohttp`` loggers and those below them.
 """
