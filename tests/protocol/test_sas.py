@@ -83,6 +83,12 @@ def test_create_token_rejects_bad_key_name_or_key(key_name: str, key: str, match
         create_token("http://h/e", key_name, key, SE)
 
 
+def test_create_token_refuses_an_empty_audience() -> None:
+    # Found by tests/protocol/test_fuzz.py: it made a token with an empty 'sr' that parse_token refuses.
+    with pytest.raises(InvalidToken, match="audience"):
+        create_token("", "rule", KEY, SE)
+
+
 def test_create_token_accepts_256_character_name_and_key() -> None:
     token = parse_token(create_token("http://h/e", "n" * 256, "k" * 256, SE))
     assert token.key_name == "n" * 256

@@ -294,3 +294,14 @@ def test_netloc_and_str() -> None:
     assert str(parse_address("wss://h:2/$hc/e/f")) == "sb://h:2/e/f"
     assert str(parse_address("http://h/e")) == "ws://h/e"
     assert parse_address(str(parse_address("ws://[::1]:9/x"))) == parse_address("ws://[::1]:9/x")
+
+
+@pytest.mark.parametrize("path", ["%25", "a%3Fb", "a%23b", "a%20b/c"])
+def test_paths_with_url_delimiters_stay_paths(path: str) -> None:
+    # Found by tests/protocol/test_fuzz.py: a decoded '%', '?' or '#' went into URLs raw, so 'a?b' became a
+    # path 'a' with a query, and str() did not parse back to the same address.
+    address = parse_address(f"sb://h:1/{path}")
+    assert parse_address(str(address)) == address
+    raw_path, _, raw_query = address.websocket_url(Action.LISTEN).removeprefix("wss://h:1").partition("?")
+    assert parse_websocket_target(raw_path, raw_query).path == path
+    assert address.http_url().removeprefix("https://h:1/") == path

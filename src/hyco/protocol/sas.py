@@ -95,8 +95,10 @@ def create_token(audience: str, key_name: str, key: str, expiry: int) -> str:
         expiry: absolute expiry in seconds since the epoch.
 
     Raises:
-        InvalidToken: the key name or key is empty or longer than 256 characters.
+        InvalidToken: the audience is empty, or the key name or key is empty or longer than 256 characters.
     """
+    if not audience:
+        raise InvalidToken("the audience must not be empty (a token for nothing cannot be parsed back)")
     if not key_name or len(key_name) > MAX_KEY_NAME_LENGTH:
         raise InvalidToken("the key name must be 1 to 256 characters")
     if not key or len(key) > MAX_KEY_LENGTH:

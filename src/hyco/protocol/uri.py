@@ -207,6 +207,14 @@ class RelayAddress:
     query: str = ""
 
     @property
+    def url_path(self) -> str:
+        """:attr:`path` as it goes into a URL: percent-encoded, so a ``?``, ``#`` or ``%`` stays in the path.
+
+        Valid entity names (letters, digits, ``.``, ``-``, ``_``) are unchanged.
+        """
+        return quote(self.path, safe="/")
+
+    @property
     def netloc(self) -> str:
         """``host[:port]`` with IPv6 hosts bracketed."""
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -224,13 +232,13 @@ class RelayAddress:
         if token is not None:
             params.append(f"sb-hc-token={quote(token, safe='')}")
         query = "&".join(([self.query] if self.query else []) + params)
-        return f"{scheme}://{self.netloc}{HC_PREFIX}{self.path}?{query}"
+        return f"{scheme}://{self.netloc}{HC_PREFIX}{self.url_path}?{query}"
 
     def http_url(self, suffix: str = "") -> str:
         """The plain HTTP(S) URL of the hybrid connection (protocol.md 1.7), plus an optional path suffix."""
         scheme = "https" if self.tls else "http"
         query = f"?{self.query}" if self.query else ""
-        return f"{scheme}://{self.netloc}/{self.path}{suffix}{query}"
+        return f"{scheme}://{self.netloc}/{self.url_path}{suffix}{query}"
 
     @property
     def audience(self) -> str:
@@ -240,7 +248,7 @@ class RelayAddress:
 
     def __str__(self) -> str:
         scheme = "sb" if self.tls else "ws"
-        return f"{scheme}://{self.netloc}/{self.path}"
+        return f"{scheme}://{self.netloc}/{self.url_path}"
 
 
 def parse_address(address: str, path: str | None = None) -> RelayAddress:
