@@ -109,7 +109,7 @@ mixed_text = st.lists(_pieces | st.text(max_size=4), max_size=24).map("".join)
 # --- uri --------------------------------------------------------------------------------------------------
 
 
-@fuzz_settings(300)
+@fuzz_settings(120)
 @given(mixed_text, st.none() | mixed_text)
 def test_parse_address_returns_or_raises_invalid_uri(address: str, path: str | None) -> None:
     try:
@@ -131,7 +131,7 @@ _segment = st.from_regex(r"[A-Za-z0-9._-]{1,12}", fullmatch=True).filter(lambda 
 _entity = st.lists(_segment, min_size=1, max_size=3).map("/".join)
 
 
-@fuzz_settings(200)
+@fuzz_settings(80)
 @given(
     st.sampled_from(["sb", "wss", "https", "ws", "http"]),
     _host,
@@ -151,7 +151,7 @@ def test_parse_address_round_trips_what_users_write(
     )
 
 
-@fuzz_settings(300)
+@fuzz_settings(120)
 @given(mixed_text, mixed_text)
 def test_parse_websocket_target_returns_or_raises_invalid_uri(path: str, query: str) -> None:
     try:
@@ -162,7 +162,7 @@ def test_parse_websocket_target_returns_or_raises_invalid_uri(path: str, query: 
     assert target.status_code is None or 100 <= target.status_code <= 999
 
 
-@fuzz_settings(300)
+@fuzz_settings(120)
 @given(mixed_text)
 def test_query_helpers_never_raise_and_stripping_is_complete(query: str) -> None:
     stripped = strip_sb_hc_params(query)
@@ -177,7 +177,7 @@ _app_query = st.lists(
 ).map("&".join)
 
 
-@fuzz_settings(200)
+@fuzz_settings(80)
 @given(_entity, st.lists(_segment, max_size=2).map("".join), _app_query, st.text(min_size=1, max_size=40))
 def test_rendezvous_address_round_trips(entity: str, suffix: str, app_query: str, ident: str) -> None:
     path = entity + (f"/{suffix}" if suffix else "")
@@ -191,7 +191,7 @@ def test_rendezvous_address_round_trips(entity: str, suffix: str, app_query: str
 # --- sas --------------------------------------------------------------------------------------------------
 
 
-@fuzz_settings(400)
+@fuzz_settings(160)
 @given(st.one_of(mixed_text, mixed_text.map(lambda t: "SharedAccessSignature " + t)))
 def test_parse_token_returns_or_raises_invalid_token(text: str) -> None:
     try:
@@ -205,7 +205,7 @@ def test_parse_token_returns_or_raises_invalid_token(text: str) -> None:
     token.expired(1e9, grace=300.0)
 
 
-@fuzz_settings(200)
+@fuzz_settings(80)
 @given(
     st.text(min_size=1, max_size=60),
     st.text(min_size=1, max_size=256),
@@ -219,7 +219,7 @@ def test_create_parse_verify_round_trip(audience: str, key_name: str, key: str, 
     assert not verify_signature(token, key + "x")
 
 
-@fuzz_settings(300)
+@fuzz_settings(120)
 @given(mixed_text, st.sets(_host, max_size=3), mixed_text)
 def test_audience_covers_never_raises(resource: str, hosts: set[str], requested: str) -> None:
     audience_covers(SasToken(resource, "s", 0, "k"), hosts, requested)
@@ -228,7 +228,7 @@ def test_audience_covers_never_raises(resource: str, hosts: set[str], requested:
 # --- connection strings -----------------------------------------------------------------------------------
 
 
-@fuzz_settings(400)
+@fuzz_settings(160)
 @given(mixed_text)
 def test_connection_string_returns_or_raises_invalid_connection_string(text: str) -> None:
     try:
@@ -273,7 +273,7 @@ _near_commands = st.builds(
 )
 
 
-@fuzz_settings(500)
+@fuzz_settings(200)
 @given(st.one_of(mixed_text, st.binary(max_size=64), _json.map(json.dumps), _near_commands))
 def test_decode_returns_or_raises_remote_protocol_error(text: str | bytes) -> None:
     try:
@@ -291,7 +291,7 @@ def test_decode_returns_or_raises_remote_protocol_error(text: str | bytes) -> No
 # --- frames -----------------------------------------------------------------------------------------------
 
 
-@fuzz_settings(500)
+@fuzz_settings(200)
 @given(st.binary(max_size=200), st.lists(st.integers(min_value=0, max_value=200), max_size=5), st.booleans())
 def test_frame_parser_returns_frames_or_raises_remote_protocol_error(
     data: bytes, cuts: list[int], masked: bool
@@ -313,7 +313,7 @@ _frames = st.lists(
 )
 
 
-@fuzz_settings(300)
+@fuzz_settings(120)
 @given(_frames, st.integers(min_value=1, max_value=50))
 def test_encoded_frames_parse_back_in_any_chunking(
     frames: list[tuple[Opcode, bytes, bool]], step: int
@@ -331,7 +331,7 @@ def test_encoded_frames_parse_back_in_any_chunking(
     assert [(f.opcode, f.payload, f.fin) for f in parsed] == frames
 
 
-@fuzz_settings(200)
+@fuzz_settings(80)
 @given(st.binary(max_size=125))
 def test_parse_close_never_raises(payload: bytes) -> None:
     code, reason = parse_close(payload)
@@ -339,7 +339,7 @@ def test_parse_close_never_raises(payload: bytes) -> None:
     assert isinstance(reason, str)
 
 
-@fuzz_settings(200)
+@fuzz_settings(80)
 @given(st.lists(st.tuples(st.sampled_from(list(Opcode)), st.binary(max_size=20), st.booleans()), max_size=6))
 def test_read_text_returns_text_or_raises_remote_protocol_error(
     frames: list[tuple[Opcode, bytes, bool]],
