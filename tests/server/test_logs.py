@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
 from hyco.server import Relay
 from hyco.server.logs import REDACTED, ScrubFilter, install, scrub
 from tests.conftest import TIMEOUT
+from tests.server.wire import RawListener
 
 CANARY = "CaNaRy0Sig0dGhpcyBpcyBub3QgYSByZWFsIGtleQ"
 TOKEN = f"SharedAccessSignature sr=http%3A%2F%2F127.0.0.1%2Fecho&sig={CANARY}&se=4102444800&skn=root"
@@ -161,11 +164,12 @@ class Collector(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
-        if record.name == "aiohttp.server":
+        if record.name == "aiohttp.server" or record.levelno >= logging.WARNING:
             self.errors += 1
             self.changed.set()
 
     async def wait_for_errors(self, count: int) -> None:
+        """Wait until ``count`` records from aiohttp's server, or at WARNING and above, have arrived."""
         async with asyncio.timeout(TIMEOUT):
             while self.errors < count:
                 self.changed.clear()
@@ -218,3 +222,36 @@ async def test_canary_never_reaches_the_log_with_the_scrubber(relay: Relay, coll
     assert all("\n" not in line and ": 400 " in line for line in errors), errors
     assert "b'X-Forged: a\\x00'" in errors[3]
     assert "Traceback" not in text
+
+
+# --- a listener's values in the relay's own lines (issue 13, defect 8) ---------------------------------------
+
+#: Short enough to survive the relay cutting the id to 64 characters.
+FORGED = "2026-01-01 00:00:00 CRITICAL hyco.relay: forged"
+
+
+async def send_forged_response(relay: Relay, collector: Collector) -> list[str]:
+    async with aiohttp.ClientSession() as session:
+        listener = await RawListener.open(session, relay.url)
+        # An unknown request id is logged (and ignored): the id is the listener's text.
+        await listener.ws.send_str(
+            json.dumps({"response": {"requestId": f"r1\r\n{FORGED}", "statusCode": 200, "body": False}})
+        )
+        await collector.wait_for_errors(1)
+        await listener.ws.close()
+    return "\n".join(collector.lines).split("\n")
+
+
+async def test_a_listener_forges_a_line_without_the_scrubber(relay: Relay, collector: Collector) -> None:
+    lines = await send_forged_response(relay, collector)
+    assert f"{FORGED} ignored" in lines
+
+
+async def test_a_listener_cannot_forge_a_line_with_the_scrubber(relay: Relay, collector: Collector) -> None:
+    uninstall = install()
+    try:
+        lines = await send_forged_response(relay, collector)
+    finally:
+        uninstall()
+    assert not any(line.startswith(FORGED) for line in lines)
+    assert any(line.endswith(f"request r1\\r\\n{FORGED} ignored") for line in lines), lines
