@@ -224,7 +224,7 @@ async def test_canary_never_reaches_the_log_with_the_scrubber(relay: Relay, coll
     assert "Traceback" not in text
 
 
-# --- a listener's values in the relay's own lines (issue 13, defect 8) ---------------------------------------
+# --- a listener's values in the relay's own lines (issue 13, defect 8) -----------------------------
 
 #: Short enough to survive the relay cutting the id to 64 characters.
 FORGED = "2026-01-01 00:00:00 CRITICAL hyco.relay: forged"
