@@ -305,3 +305,13 @@ def test_paths_with_url_delimiters_stay_paths(path: str) -> None:
     raw_path, _, raw_query = address.websocket_url(Action.LISTEN).removeprefix("wss://h:1").partition("?")
     assert parse_websocket_target(raw_path, raw_query).path == path
     assert address.http_url().removeprefix("https://h:1/") == path
+
+
+@pytest.mark.parametrize(
+    ("address", "path"), [("sb://h/\ud800", None), ("sb://\udc00h/e", None), ("sb://h", "\ud800")]
+)
+def test_lone_surrogates_are_invalid(address: str, path: str | None) -> None:
+    # Found by tests/protocol/test_fuzz.py (HYCO_FUZZ_EXAMPLES=5000): str() of the parsed address raised
+    # UnicodeEncodeError.
+    with pytest.raises(InvalidURI, match="surrogate"):
+        parse_address(address, path)

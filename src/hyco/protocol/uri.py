@@ -260,8 +260,14 @@ def parse_address(address: str, path: str | None = None) -> RelayAddress:
         path: the entity path when ``address`` names only the namespace; it must then have no path of its own.
 
     Raises:
-        InvalidURI: unknown scheme, no host, bad port, no entity path, or two entity paths.
+        InvalidURI: unknown scheme, no host, bad port, no entity path, two entity paths, or text that is not
+            valid Unicode (a lone surrogate cannot go into a URL).
     """
+    for text in (address, path or ""):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidURI(address, "it contains a lone surrogate, which no URL can carry") from None
     try:
         parts = urlsplit(address.strip())
         port = parts.port
