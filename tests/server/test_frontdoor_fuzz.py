@@ -6,7 +6,7 @@ property: the relay answers with a status that is not 500, or closes the connect
 of its own (a traceback that is not a client's malformed request); and ``/$health`` keeps answering.
 
 The relay runs in a thread with its own event loop so each example is a plain blocking socket exchange.
-Budget: 100 examples in CI; ``HYCO_FUZZ_EXAMPLES=N`` for a long run (see tests/protocol/fuzzing.py).
+Budget: 300 examples in CI; ``HYCO_FUZZ_EXAMPLES=N`` for a long run (see tests/protocol/fuzzing.py).
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ _inputs = st.sampled_from(
 ).flatmap(lambda strategy: strategy)
 
 
-@fuzz_settings(100)
+@fuzz_settings(300)
 @given(_inputs)
 def test_front_door_answers_4xx_or_closes_never_500(front_door: RunningRelay, data: bytes) -> None:
     data = data.replace(VALID_TOKEN.encode(), front_door.token.encode()).replace(
