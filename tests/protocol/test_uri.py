@@ -315,3 +315,12 @@ def test_lone_surrogates_are_invalid(address: str, path: str | None) -> None:
     # UnicodeEncodeError.
     with pytest.raises(InvalidURI, match="surrogate"):
         parse_address(address, path)
+
+
+@pytest.mark.parametrize("path", ["/$hc/echo", "$hc/echo", "$hc/echo/", "echo"])
+def test_separate_path_drops_hc_prefix_like_the_address(path: str) -> None:
+    # Found by tests/protocol/test_fuzz.py (HYCO_FUZZ_EXAMPLES=5000): a '$hc/' prefix was kept in a path given
+    # apart, so str() of the result parsed back to another path.
+    address = parse_address("sb://h", path)
+    assert address.path == "echo"
+    assert parse_address(str(address)) == address

@@ -251,6 +251,14 @@ class RelayAddress:
         return f"{scheme}://{self.netloc}/{self.url_path}"
 
 
+def _entity_part(path: str) -> str:
+    # The same for a path inside the address and one given apart: '/$hc/' tolerated, outer '/' dropped.
+    path = "/" + path.lstrip("/")
+    if path.startswith(HC_PREFIX):
+        path = path[len(HC_PREFIX) :]
+    return path.strip("/")
+
+
 def parse_address(address: str, path: str | None = None) -> RelayAddress:
     """Parse a user-supplied hybrid connection address.
 
@@ -258,6 +266,7 @@ def parse_address(address: str, path: str | None = None) -> RelayAddress:
         address: ``sb://``, ``wss://``, ``https://``, ``ws://`` or ``http://`` URL. A ``/$hc/`` prefix in the
             path is tolerated and removed.
         path: the entity path when ``address`` names only the namespace; it must then have no path of its own.
+            A ``$hc/`` prefix is removed here too.
 
     Raises:
         InvalidURI: unknown scheme, no host, bad port, no entity path, two entity paths, or text that is not
@@ -278,14 +287,11 @@ def parse_address(address: str, path: str | None = None) -> RelayAddress:
         raise InvalidURI(address, "use sb://, wss://, https://, ws:// or http://")
     if not parts.hostname:
         raise InvalidURI(address, "no host name")
-    own_path = unquote(parts.path)
-    if own_path.startswith(HC_PREFIX):
-        own_path = own_path[len(HC_PREFIX) :]
-    own_path = own_path.strip("/")
+    own_path = _entity_part(unquote(parts.path))
     if path is not None:
         if own_path:
             raise InvalidURI(address, "the address already names a hybrid connection; pass no path")
-        own_path = path.strip("/")
+        own_path = _entity_part(path)
     if not own_path:
         raise InvalidURI(address, "no hybrid connection path (sb://host/PATH)")
     return RelayAddress(
