@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyco.exceptions import RemoteProtocolError
+from hyco.exceptions import RelayError, RemoteProtocolError
 from hyco.protocol.messages import (
+    MAX_ACCEPT_SIZE,
     MAX_STATUS_DESCRIPTION,
     Accept,
     Command,
@@ -18,9 +19,11 @@ from hyco.protocol.messages import (
     RenewToken,
     Request,
     Response,
+    check_accept_size,
     decode,
     encode,
     has_control_characters,
+    salvage_response,
     status_description,
 )
 
@@ -329,7 +332,16 @@ def test_errors_never_echo_a_token() -> None:
 # --- property: decode(encode(x)) == x for every command type ---------------------------------------------
 
 _text = st.text(max_size=20)
-_headers = st.dictionaries(_text, _text, max_size=4)
+#: What HTTP can carry (RFC 9110): token names; values and reason phrases without control characters but HTAB.
+TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_field_name = st.text(TCHARS, min_size=1, max_size=20)
+_field_value = st.text(
+    st.characters(
+        exclude_categories=("Cs",), exclude_characters=[*map(chr, range(9)), *map(chr, range(10, 32)), "\x7f"]
+    ),
+    max_size=20,
+)
+_headers = st.dictionaries(_field_name, _field_value, max_size=4)
 _endpoint = st.builds(RemoteEndpoint, _text, st.integers(min_value=0, max_value=65535))
 _commands = st.one_of(
     st.builds(Accept, _text, _text, _headers, st.none() | _endpoint),
@@ -347,7 +359,7 @@ _commands = st.one_of(
         Response,
         _text,
         st.integers(min_value=100, max_value=999),
-        st.none() | _text,
+        st.none() | _field_value,
         st.none() | _headers,
         st.booleans(),
     ),
@@ -384,3 +396,109 @@ def test_status_description_replaces_control_characters(text: str, unsafe: bool,
 
 def test_status_description_is_cut_to_the_limit() -> None:
     assert status_description("x" * (MAX_STATUS_DESCRIPTION + 10)) == "x" * MAX_STATUS_DESCRIPTION
+
+
+# --- header fields and reason phrases an HTTP message cannot carry (issue 13, defect 9) -------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"statusDescription": "OK\r\nSet-Cookie: forged=1"},
+        {"statusDescription": "OK\n"},
+        {"statusDescription": "nul\x00"},
+        {"statusDescription": "lone \ud800 surrogate"},
+        {"responseHeaders": {"X-A": "a\r\nSet-Cookie: forged=1"}},
+        {"responseHeaders": {"X-A": "bell\x07"}},
+        {"responseHeaders": {"X-A": "del\x7f"}},
+        {"responseHeaders": {"X-A": "\udc00"}},
+        {"responseHeaders": {"X A": "v"}},
+        {"responseHeaders": {"X-A:": "v"}},
+        {"responseHeaders": {"": "v"}},
+        {"responseHeaders": {"X-A\r\nEvil": "v"}},
+    ],
+)
+def test_decode_refuses_what_would_break_the_http_response(changes: dict[str, Any]) -> None:
+    text = _bad("response", RESPONSE_OK, **changes)
+    with pytest.raises(RemoteProtocolError, match=r"control character|HTTP token"):
+        decode(text)
+    # The request it answers can still be failed alone.
+    assert salvage_response(text) == ("r", False)
+
+
+@pytest.mark.parametrize("command", ["accept", "request"])
+def test_decode_refuses_control_characters_in_relay_headers(command: str) -> None:
+    key = "connectHeaders" if command == "accept" else "requestHeaders"
+    with pytest.raises(RemoteProtocolError, match="control character"):
+        decode(_bad(command, ACCEPT_OK, **{key: {"Host": "h\r\nX-Injected: 1"}}))
+
+
+def test_decode_keeps_tabs_and_non_ascii_in_values() -> None:
+    response = decode(
+        _bad("response", RESPONSE_OK, statusDescription="Très\tbien", responseHeaders={"X-A": "ø\tv"})
+    )
+    assert isinstance(response, Response)
+    assert response.status_description == "Très\tbien"
+    assert response.response_headers == {"X-A": "ø\tv"}
+
+
+# --- salvage_response: a bad response fails only its request (issue 13, defect 9) ------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "salvaged"),
+    [
+        (_bad("response", RESPONSE_OK, statusCode="abc"), ("r", False)),
+        (_bad("response", RESPONSE_OK, statusCode=1000, body=True), ("r", True)),
+        (_bad("response", RESPONSE_OK, body="yes"), ("r", False)),
+        (_bad("response", RESPONSE_OK, requestId=7), None),
+        (_bad("accept", ACCEPT_OK), None),
+        ('{"response":[]}', None),
+        ("[]", None),
+        ("not json", None),
+        (b"\xff\xfe", None),
+        ('{"response":{"requestId":"r","statusCode":' + "[" * 100_000 + "]" * 100_000 + "}}", None),
+        ("[" * 100_000, None),
+    ],
+)
+def test_salvage_response(text: str | bytes, salvaged: tuple[str, bool] | None) -> None:
+    assert salvage_response(text) == salvaged
+
+
+def test_deep_nesting_is_a_protocol_error_even_inside_a_response() -> None:
+    text = '{"response":{"requestId":"r","statusCode":' + "[" * 100_000 + "]" * 100_000 + "}}"
+    with pytest.raises(RemoteProtocolError, match="RecursionError"):
+        decode(text)
+
+
+# --- check_accept_size: what official listeners can read (protocol.md 2.2; issue 13, defect 10) ----------
+
+
+def _accept_of_size(size: int) -> Accept:
+    """An accept whose encoded UTF-8 size is exactly ``size`` bytes (one padded header, two-byte 'ø's)."""
+    base = len(encode(Accept(ADDR, "i", {"X-Pad": ""})).encode())
+    pad = size - base
+    return Accept(ADDR, "i", {"X-Pad": "ø" * (pad // 2) + "x" * (pad % 2)})
+
+
+def test_accept_up_to_64_kib_passes() -> None:
+    accept = _accept_of_size(MAX_ACCEPT_SIZE)
+    assert len(encode(accept).encode("utf-8")) == 65536
+    check_accept_size(accept)
+
+
+def test_accept_one_byte_over_is_refused_with_431() -> None:
+    accept = _accept_of_size(MAX_ACCEPT_SIZE + 1)
+    with pytest.raises(RelayError) as info:
+        check_accept_size(accept)
+    assert info.value.http_status == 431
+    assert "65537-byte" in info.value.description
+
+
+def test_a_hundred_8_kib_headers_are_refused() -> None:
+    # The probe in issue 13: 100 headers of 8 KB made an 801,640-byte accept.
+    headers = {f"X-Big-{i}": "v" * 8000 for i in range(100)}
+    with pytest.raises(RelayError) as info:
+        check_accept_size(Accept(ADDR, "i", headers, EP))
+    assert info.value.http_status == 431
+    assert "v" * 100 not in info.value.description  # sizes, not the values

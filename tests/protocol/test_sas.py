@@ -14,6 +14,7 @@ import pytest
 
 from hyco.exceptions import InvalidToken
 from hyco.protocol.sas import (
+    MAX_EXPIRY,
     MAX_TOKEN_LENGTH,
     SasToken,
     audience_covers,
@@ -80,6 +81,12 @@ def test_create_token_encodes_key_name_and_non_ascii_key() -> None:
 def test_create_token_rejects_bad_key_name_or_key(key_name: str, key: str, match: str) -> None:
     with pytest.raises(InvalidToken, match=match):
         create_token("http://h/e", key_name, key, SE)
+
+
+def test_create_token_refuses_an_empty_audience() -> None:
+    # Found by tests/protocol/test_fuzz.py: it made a token with an empty 'sr' that parse_token refuses.
+    with pytest.raises(InvalidToken, match="audience"):
+        create_token("", "rule", KEY, SE)
 
 
 def test_create_token_accepts_256_character_name_and_key() -> None:
@@ -239,7 +246,7 @@ def sas_for(audience: str) -> SasToken:
 
 
 @pytest.mark.parametrize(
-    ("audience", "entity", "covers"),
+    ("audience", "requested", "covers"),
     [
         # every scheme a client uses
         ("http://relay.example/echo", "echo", True),
@@ -258,17 +265,24 @@ def sas_for(audience: str) -> SasToken:
         # namespace-wide tokens (empty path); Java sender drops the path
         ("http://relay.example/", "echo", True),
         ("sb://relay.example:443", "a/b", True),
-        # segment prefix of a multi-segment entity
+        # the token's path is a segment-prefix of the requested path (a multi-segment entity, or a suffix)
         ("http://relay.example/a/b", "a/b/c", True),
         ("http://relay.example/a/b/", "a/bc", False),
-        # Node signs the path it dials, suffix included
-        ("http://localhost:9000/echo/sub", "echo", True),
-        ("http://localhost/echo/sub/deeper", "echo", True),
-        # wrong host, wrong path
+        ("http://relay.example/echo", "echo/sub/deeper", True),
+        # Node signs the path it dials, suffix included: it covers that path (the relay passes the suffix)
+        ("http://localhost:9000/echo/sub", "echo/sub", True),
+        ("http://localhost/echo/sub/deeper", "echo/sub/deeper/more", True),
+        # never the other way round: a token for a deeper path does not cover its parent (defect 6)
+        ("http://localhost:9000/echo/sub", "echo", False),
+        ("http://relay.example/team/secret", "team", False),
+        ("http://relay.example/a/b/c", "a/b", False),
+        ("http://relay.example/echo/sub", "echo/other", False),
+        # wrong host, wrong path, a sibling sharing a prefix
         ("http://other.example/echo", "echo", False),
         ("http://relay.example.evil/echo", "echo", False),
         ("http://relay.example/echo2", "echo", False),
         ("http://relay.example/echo", "echo2", False),
+        ("http://relay.example/team", "team2/sub", False),
         ("http://relay.example/ech", "echo", False),
         ("http://relay.example/other/echo", "echo", False),
         # unparsable
@@ -276,8 +290,8 @@ def sas_for(audience: str) -> SasToken:
         ("", "echo", False),
     ],
 )
-def test_audience_covers(audience: str, entity: str, covers: bool) -> None:
-    assert audience_covers(sas_for(audience), HOSTS, entity) is covers
+def test_audience_covers(audience: str, requested: str, covers: bool) -> None:
+    assert audience_covers(sas_for(audience), HOSTS, requested) is covers
 
 
 def test_audience_covers_lower_case_escapes_and_ipv6() -> None:
@@ -285,3 +299,21 @@ def test_audience_covers_lower_case_escapes_and_ipv6() -> None:
     assert audience_covers(token, HOSTS, "echo")
     assert audience_covers(sas_for("http://[::1]:8080/echo"), {"::1"}, "echo")
     assert not audience_covers(sas_for("http://[::1]:8080/echo"), HOSTS, "echo")
+
+
+@pytest.mark.parametrize("se", [str(MAX_EXPIRY + 1), "9" * 400, "1" + "0" * 309])
+def test_parse_token_refuses_expiry_after_year_9999(se: str) -> None:
+    with pytest.raises(InvalidToken, match="after the year 9999") as info:
+        parse_token(token_text("sr", "SECRETSIG", se=se))
+    assert "SECRETSIG" not in str(info.value)
+
+
+def test_parse_token_accepts_year_9999_and_leading_zeros() -> None:
+    assert parse_token(token_text("sr", "s", se=MAX_EXPIRY)).expiry == MAX_EXPIRY
+    assert parse_token(token_text("sr", "s", se="0" * 20 + "42")).expiry == 42
+
+
+def test_expired_never_overflows() -> None:
+    # A SasToken built by hand may carry any int; the comparison must not go through float.
+    assert not SasToken("sr", "s", 10**400, "k").expired(1e9, grace=300.0)
+    assert SasToken("sr", "s", 0, "k").expired(1e9, grace=300.0)

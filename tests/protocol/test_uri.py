@@ -315,3 +315,33 @@ def test_netloc_and_str() -> None:
     assert str(parse_address("wss://h:2/$hc/e/f")) == "sb://h:2/e/f"
     assert str(parse_address("http://h/e")) == "ws://h/e"
     assert parse_address(str(parse_address("ws://[::1]:9/x"))) == parse_address("ws://[::1]:9/x")
+
+
+@pytest.mark.parametrize("path", ["%25", "a%3Fb", "a%23b", "a%20b/c"])
+def test_paths_with_url_delimiters_stay_paths(path: str) -> None:
+    # Found by tests/protocol/test_fuzz.py: a decoded '%', '?' or '#' went into URLs raw, so 'a?b' became a
+    # path 'a' with a query, and str() did not parse back to the same address.
+    address = parse_address(f"sb://h:1/{path}")
+    assert parse_address(str(address)) == address
+    raw_path, _, raw_query = address.websocket_url(Action.LISTEN).removeprefix("wss://h:1").partition("?")
+    assert parse_websocket_target(raw_path, raw_query).path == path
+    assert address.http_url().removeprefix("https://h:1/") == path
+
+
+@pytest.mark.parametrize(
+    ("address", "path"), [("sb://h/\ud800", None), ("sb://\udc00h/e", None), ("sb://h", "\ud800")]
+)
+def test_lone_surrogates_are_invalid(address: str, path: str | None) -> None:
+    # Found by tests/protocol/test_fuzz.py (HYCO_FUZZ_EXAMPLES=5000): str() of the parsed address raised
+    # UnicodeEncodeError.
+    with pytest.raises(InvalidURI, match="surrogate"):
+        parse_address(address, path)
+
+
+@pytest.mark.parametrize("path", ["/$hc/echo", "$hc/echo", "$hc/echo/", "echo"])
+def test_separate_path_drops_hc_prefix_like_the_address(path: str) -> None:
+    # Found by tests/protocol/test_fuzz.py (HYCO_FUZZ_EXAMPLES=5000): a '$hc/' prefix was kept in a path given
+    # apart, so str() of the result parsed back to another path.
+    address = parse_address("sb://h", path)
+    assert address.path == "echo"
+    assert parse_address(str(address)) == address

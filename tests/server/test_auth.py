@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from hyco.exceptions import AuthorizationFailed, Forbidden
-from hyco.protocol.sas import Right, create_token
+from hyco.protocol.sas import MAX_EXPIRY, Right, create_token
 from hyco.server.auth import SignatureCache, authorize
 from hyco.server.config import AuthorizationRule, Secret
+from tests.conftest import KEY, KEY_NAME
 
 NS = (AuthorizationRule("root", Secret("root-key"), frozenset({Right.MANAGE})),)
 ENTITY = (AuthorizationRule("sender", Secret("send-key"), frozenset({Right.SEND}), Secret("send-key-2")),)
@@ -64,6 +66,11 @@ def test_grace_keeps_an_expired_token_for_a_while():
         check(token, Right.LISTEN, now=1010.0, grace=5.0)
 
 
+def test_expiry_in_year_9999_is_still_a_token():
+    token = create_token("http://relay.example/echo/", "root", "root-key", MAX_EXPIRY)
+    assert check(token, Right.LISTEN, grace=300.0).expiry == MAX_EXPIRY
+
+
 def test_cache_skips_only_the_signature_check():
     cache = SignatureCache(max_entries=2)
     token = create_token("http://relay.example/echo/", "sender", "send-key", 2000)
@@ -88,3 +95,51 @@ def test_cache_skips_only_the_signature_check():
     third = create_token("http://relay.example/echo/", "root", "root-key", 2001)
     check(third, Right.SEND, cache=cache)
     assert cache.get(token, "echo") is None
+
+
+# --- scopes (protocol.md 5.3 rule 2; issue 13, defect 6) ------------------------------------------------
+
+
+def test_a_token_for_a_deeper_path_does_not_cover_the_entity():
+    token = create_token("http://relay.example/echo/secret/", "root", "root-key", 2000)
+    with pytest.raises(AuthorizationFailed, match="InvalidAudience"):
+        check(token, Right.LISTEN)
+    with pytest.raises(AuthorizationFailed, match="InvalidAudience"):
+        check(token, Right.SEND)
+
+
+def test_the_requested_path_includes_the_senders_suffix():
+    node_style = create_token("http://relay.example/echo/sub", "root", "root-key", 2000)
+    assert check(node_style, Right.SEND, requested_path="echo/sub").key_name == "root"
+    with pytest.raises(AuthorizationFailed, match="InvalidAudience"):
+        check(node_style, Right.SEND, requested_path="echo/other")
+    entity = create_token("http://relay.example/echo/", "root", "root-key", 2000)
+    check(entity, Right.SEND, requested_path="echo/sub/dir")
+
+
+def test_the_requested_path_must_lie_inside_the_entity():
+    # A caller bug (a path outside the entity) must not widen what a token reaches.
+    token = create_token("http://relay.example/", "root", "root-key", 2000)
+    with pytest.raises(ValueError, match="inside"):
+        check(token, Right.SEND, requested_path="other/echo")
+
+
+# --- an absurd expiry is an invalid token, not a crash (issue 13, defect 9) -----------------------------
+
+
+@pytest.mark.parametrize("se", [10**309, 10**20, 253402300800], ids=["1e309", "1e20", "year-10000"])
+def test_expiry_beyond_year_9999_is_a_malformed_token(se):
+    token = create_token("http://relay.example/echo/", "root", "root-key", se)
+    with pytest.raises(AuthorizationFailed, match="MalformedToken") as info:
+        check(token, Right.LISTEN, grace=300.0)
+    assert str(se) not in str(info.value)
+
+
+async def test_relay_answers_401_to_a_signed_token_with_a_huge_expiry(relay):
+    token = create_token(f"http://127.0.0.1:{relay.port}/echo", KEY_NAME, KEY, 10**309)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{relay.http_url}/echo", headers={"ServiceBusAuthorization": token}) as resp,
+    ):
+        assert resp.status == 401
+        assert "MalformedToken" in resp.reason

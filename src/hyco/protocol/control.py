@@ -49,12 +49,20 @@ the HTTP forwarder.
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field
 from typing import Final, NoReturn
 
 from hyco.exceptions import LocalProtocolError, RemoteProtocolError
-from hyco.protocol.messages import Accept, Command, RenewToken, Request, Response, decode, encode
+from hyco.protocol.messages import (
+    Accept,
+    Command,
+    RenewToken,
+    Request,
+    Response,
+    decode,
+    encode,
+    salvage_response,
+)
 
 __all__ = [
     "DEFAULT_MAX_CONTROL_MESSAGE",
@@ -259,18 +267,6 @@ def _input_for(command: Command) -> ControlInput:
     return ControlInput.RENEW_TOKEN
 
 
-def _named_response(text: str | bytes) -> tuple[str, bool] | None:
-    """``(requestId, body is true)`` of a malformed ``response`` that still names its request (rule 5)."""
-    try:
-        response = json.loads(text)["response"]
-        request_id = response["requestId"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return None
-    if not isinstance(request_id, str):
-        return None
-    return request_id, response.get("body") is True
-
-
 class _ControlProtocol:
     """What both ends share: the queues, the table walk, decoding, size limits, closing."""
 
@@ -320,7 +316,7 @@ class _ControlProtocol:
         try:
             command = decode(text)
         except RemoteProtocolError as exc:
-            named = _named_response(text)
+            named = salvage_response(text)
             kind = (
                 ControlInput.INVALID_RESPONSE_WITH_BODY
                 if named and named[1]

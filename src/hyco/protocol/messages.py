@@ -14,13 +14,15 @@ unknown members, and raises :class:`~hyco.exceptions.RemoteProtocolError` for an
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyco.exceptions import RemoteProtocolError
+from hyco.exceptions import RelayError, RemoteProtocolError
 
 __all__ = [
+    "MAX_ACCEPT_SIZE",
     "MAX_INLINE_BODY",
     "MAX_INLINE_HEADERS",
     "MAX_STATUS_DESCRIPTION",
@@ -30,9 +32,11 @@ __all__ = [
     "RenewToken",
     "Request",
     "Response",
+    "check_accept_size",
     "decode",
     "encode",
     "has_control_characters",
+    "salvage_response",
     "status_description",
 ]
 
@@ -152,6 +156,37 @@ def encode(command: Command) -> str:
     return json.dumps({name: body}, separators=(",", ":"), ensure_ascii=False)
 
 
+#: Largest ``accept`` the relay sends, in UTF-8 bytes: .NET and Java listeners read each control message into
+#: a 64 KiB buffer and break on a larger one (protocol.md 2.2, 6). The accept carries every header of the
+#: sender's upgrade request, so a sender could otherwise break the listener it connects to.
+MAX_ACCEPT_SIZE = 64 * 1024
+
+#: The status a sender gets when its request would make an oversize accept (RFC 6585 5).
+_HEADERS_TOO_LARGE = 431
+
+
+def check_accept_size(accept: Accept) -> None:
+    """Refuse an ``accept`` that official listeners could not read (larger than :data:`MAX_ACCEPT_SIZE`).
+
+    The sender is refused with 431 rather than its headers trimmed to fit: a trimmed accept would hand the
+    listener a request that is not the one sent, and the sender can fix the cause (send fewer or smaller
+    headers, or a shorter query) once told.
+
+    Args:
+        accept: the command about to go down a control channel.
+
+    Raises:
+        RelayError: 431 Request Header Fields Too Large, for the sender; the description gives the sizes.
+    """
+    size = len(encode(accept).encode())
+    if size > MAX_ACCEPT_SIZE:
+        raise RelayError(
+            f"RequestHeaderFieldsTooLarge: the request's headers, path and query make a {size}-byte accept "
+            f"message; listeners read at most {MAX_ACCEPT_SIZE} bytes. Send fewer or smaller headers.",
+            http_status=_HEADERS_TOO_LARGE,
+        )
+
+
 def _require(obj: Mapping[str, Any], key: str, kind: type, command: str) -> Any:
     value = obj.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
@@ -165,6 +200,14 @@ def _optional(obj: Mapping[str, Any], key: str, kind: type, command: str) -> Any
     return _require(obj, key, kind, command)
 
 
+#: RFC 9110 5.1: a field name is a token.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: RFC 9110 5.5 / 15.1: field values and reason phrases carry no control characters but HTAB. A CR or LF would
+#: split the HTTP response the relay writes (aiohttp refuses to write it, and the sender then waited for its
+#: timeout: issue 13, defect 9); a lone surrogate cannot be encoded at all.
+_FORBIDDEN_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+
+
 def _headers(obj: Mapping[str, Any], key: str, command: str) -> dict[str, str] | None:
     value = _optional(obj, key, dict, command)
     if value is None:
@@ -172,10 +215,22 @@ def _headers(obj: Mapping[str, Any], key: str, command: str) -> dict[str, str] |
     # Values are strings on the wire (2.2); tolerate numbers from lax peers by converting them.
     headers: dict[str, str] = {}
     for name, item in value.items():
+        if not _FIELD_NAME.fullmatch(name):
+            raise RemoteProtocolError(f"{command}.{key} has a header name that is not an HTTP token")
         if not isinstance(item, str | int | float) or isinstance(item, bool):
-            raise RemoteProtocolError(f"{command}.{key}[{name!r}] is not a string")
-        headers[str(name)] = str(item)
+            raise RemoteProtocolError(f"{command}.{key}[{name[:64]!r}] is not a string")
+        text = str(item)
+        if has_control_characters(text):
+            raise RemoteProtocolError(f"{command}.{key}[{name[:64]!r}] contains a control character")
+        headers[name] = text
     return headers
+
+
+def _reason_phrase(obj: Mapping[str, Any]) -> str | None:
+    value: str | None = _optional(obj, "statusDescription", str, "response")
+    if value is not None and has_control_characters(value):
+        raise RemoteProtocolError("response.statusDescription contains a control character")
+    return value
 
 
 def _endpoint(obj: Mapping[str, Any], command: str) -> RemoteEndpoint | None:
@@ -197,17 +252,45 @@ def _status_code(value: Any) -> int:
     return value
 
 
+def _load(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # UnicodeDecodeError is a ValueError. Deep nesting ('[' * 100_000) makes the C scanner raise
+        # RecursionError at the interpreter's recursion limit: a peer's bad JSON, not a relay failure.
+        raise RemoteProtocolError(f"control message is not valid JSON: {exc.__class__.__name__}") from None
+
+
+def salvage_response(text: str | bytes) -> tuple[str, bool] | None:
+    """For a message :func:`decode` refused: a ``response``'s ``requestId`` and ``body`` flag, if readable.
+
+    A malformed ``response`` should fail only its own request while the control channel goes on; this reads
+    what that needs without the caller parsing the peer's text again (which is where deep nesting used to
+    escape as a ``RecursionError``).
+
+    Returns:
+        ``(request_id, body)``, where ``body`` says whether a binary message follows and must be skipped; or
+        None when the text is not JSON, not a ``response``, or has no string ``requestId``. Never raises.
+    """
+    try:
+        data = _load(text)
+    except RemoteProtocolError:
+        return None
+    body = data.get("response") if isinstance(data, dict) else None
+    if not isinstance(body, dict) or not isinstance(request_id := body.get("requestId"), str):
+        return None
+    return request_id, body.get("body") is True
+
+
 def decode(text: str | bytes) -> Command:
     """Parse one control-channel message.
 
     Raises:
-        RemoteProtocolError: not JSON, not one object with exactly one known key, or a member of the wrong
-            type. The message never echoes a token.
+        RemoteProtocolError: not JSON, not one object with exactly one known key, a member of the wrong
+            type, or a header or reason phrase an HTTP message cannot carry (a CR, LF or other control
+            character). The message never echoes a token.
     """
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting recurses
-        raise RemoteProtocolError(f"control message is not valid JSON: {exc.__class__.__name__}") from None
+    data = _load(text)
     if not isinstance(data, dict) or len(data) != 1:
         raise RemoteProtocolError("control message must be a JSON object with exactly one command key")
     ((name, obj),) = data.items()
@@ -237,7 +320,7 @@ def decode(text: str | bytes) -> Command:
         return Response(
             request_id=_require(obj, "requestId", str, name),
             status_code=_status_code(obj.get("statusCode")),
-            status_description=_optional(obj, "statusDescription", str, name),
+            status_description=_reason_phrase(obj),
             response_headers=_headers(obj, "responseHeaders", name),
             body=body,
         )
@@ -246,18 +329,13 @@ def decode(text: str | bytes) -> Command:
     raise RemoteProtocolError(f"unknown control command {name[:32]!r}")
 
 
-def _is_control(char: str) -> bool:
-    # RFC 9110 5.5 / 15.1: field values and reason phrases are HTAB, SP, VCHAR and obs-text, nothing else.
-    return (ord(char) < 32 and char != "\t") or char == "\x7f"
-
-
 def has_control_characters(text: str) -> bool:
     """Whether ``text`` holds a character an HTTP status line or header cannot carry (a C0 control other
-    than tab, or DEL); such text would split the line or be refused by the peer."""
-    return any(_is_control(c) for c in text)
+    than tab, DEL, or a lone surrogate); such text would split the line or be refused by the peer."""
+    return _FORBIDDEN_IN_VALUE.search(text) is not None
 
 
 def status_description(text: str) -> str:
     """``text`` made safe for a status description: each character :func:`has_control_characters` objects
     to becomes a space, and the result is cut to ``MAX_STATUS_DESCRIPTION`` characters."""
-    return "".join(" " if _is_control(c) else c for c in text)[:MAX_STATUS_DESCRIPTION]
+    return _FORBIDDEN_IN_VALUE.sub(" ", text)[:MAX_STATUS_DESCRIPTION]

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 from hyco.exceptions import InvalidToken
 
 __all__ = [
+    "MAX_EXPIRY",
     "SAS_PREFIX",
     "Right",
     "SasToken",
@@ -37,6 +38,9 @@ MAX_KEY_NAME_LENGTH = 256
 MAX_KEY_LENGTH = 256
 #: A token longer than this is garbage, not a SAS; refuse before doing any work on it.
 MAX_TOKEN_LENGTH = 4096
+#: Latest ``se`` accepted: 9999-12-31T23:59:59Z, the end of .NET's DateTime (and of Python's datetime). A
+#: larger one cannot be a real client's token, and ~10**309 does not even fit a float (issue 13, defect 9).
+MAX_EXPIRY = 253_402_300_799
 
 
 class Right(enum.StrEnum):
@@ -70,7 +74,9 @@ class SasToken:
 
     def expired(self, now: float, grace: float = 0.0) -> bool:
         """Whether the token is past ``se`` (plus ``grace`` seconds) at time ``now``."""
-        return now > self.expiry + grace
+        # Compared as now - grace (floats) against the integer expiry: Python compares int and float exactly,
+        # whereas expiry + grace would convert a huge expiry to float and overflow.
+        return now - grace > self.expiry
 
 
 def _signature(resource: str, expiry: int, key: str) -> str:
@@ -89,8 +95,10 @@ def create_token(audience: str, key_name: str, key: str, expiry: int) -> str:
         expiry: absolute expiry in seconds since the epoch.
 
     Raises:
-        InvalidToken: the key name or key is empty or longer than 256 characters.
+        InvalidToken: the audience is empty, or the key name or key is empty or longer than 256 characters.
     """
+    if not audience:
+        raise InvalidToken("the audience must not be empty (a token for nothing cannot be parsed back)")
     if not key_name or len(key_name) > MAX_KEY_NAME_LENGTH:
         raise InvalidToken("the key name must be 1 to 256 characters")
     if not key or len(key) > MAX_KEY_LENGTH:
@@ -105,7 +113,7 @@ def parse_token(text: str) -> SasToken:
 
     Raises:
         InvalidToken: not a ``SharedAccessSignature`` token, a field missing or repeated, or ``se`` not an
-            integer. The message never contains the token.
+            integer or after :data:`MAX_EXPIRY`. The message never contains the token.
     """
     if len(text) > MAX_TOKEN_LENGTH:
         raise InvalidToken(f"the token is longer than {MAX_TOKEN_LENGTH} characters")
@@ -129,6 +137,9 @@ def parse_token(text: str) -> SasToken:
     expiry_text = unquote(fields["se"])
     if not (expiry_text.isascii() and expiry_text.isdigit()):  # isdigit() alone accepts '²'; int() does not
         raise InvalidToken("the token's 'se' (expiry) is not an integer number of seconds")
+    # Length first: int() of thousands of digits is slow, and beyond 4300 digits it raises.
+    if len(expiry_text.lstrip("0")) > len(str(MAX_EXPIRY)) or int(expiry_text) > MAX_EXPIRY:
+        raise InvalidToken("the token's 'se' (expiry) is after the year 9999")
     # sig/se/skn are percent-decoded without turning '+' into a space: a base64 '+' may be left raw.
     return SasToken(
         resource=fields["sr"],
@@ -168,17 +179,20 @@ def _split_audience(audience: str) -> tuple[str, str] | None:
     return host.lower(), path.lower()
 
 
-def audience_covers(token: SasToken, hosts: set[str], entity_path: str) -> bool:
-    """Whether the token's audience covers ``entity_path`` on one of ``hosts`` (protocol.md 5.3).
+def audience_covers(token: SasToken, hosts: set[str], requested_path: str) -> bool:
+    """Whether the token's audience covers ``requested_path`` on one of ``hosts`` (protocol.md 5.3).
 
-    Lenient as Azure must be: any of the http/https/sb/ws/wss schemes, port ignored, host compared
-    case-insensitively, trailing ``/`` ignored; a token for the namespace (empty path), for a segment-prefix
-    of the entity path, or for a path below it (Node signs the sender's path suffix) covers it.
+    Lenient about form as Azure must be: any of the http/https/sb/ws/wss schemes, port ignored, host and path
+    compared case-insensitively, trailing ``/`` ignored. Strict about scope: the token's path must be empty
+    (the namespace), equal to the requested path, or a segment-prefix of it. Never the other way round: a
+    token for ``team/secret`` does not cover ``team``, and one for ``team`` does not cover ``team2``.
 
     Args:
         token: the parsed token.
         hosts: host names (lower-case, no port) under which the relay is reached.
-        entity_path: the hybrid connection path.
+        requested_path: what the client asks for: the hybrid connection path for a listener, that path plus
+            the sender's suffix for a connect or an HTTP request (Node signs the URI it dials, suffix
+            included, so its token covers exactly that).
     """
     parsed = _split_audience(token.audience)
     if parsed is None:
@@ -186,7 +200,5 @@ def audience_covers(token: SasToken, hosts: set[str], entity_path: str) -> bool:
     host, path = parsed
     if host not in hosts:
         return False
-    target = entity_path.strip("/").lower()
-    # Node signs the URI it dials, path suffix included (``http://host:port/echo/sub``), so a token for a
-    # sub-path of the hybrid connection covers it too.
-    return not path or path == target or target.startswith(path + "/") or path.startswith(target + "/")
+    target = requested_path.strip("/").lower()
+    return not path or path == target or target.startswith(path + "/")

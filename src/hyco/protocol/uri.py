@@ -208,6 +208,14 @@ class RelayAddress:
     query: str = ""
 
     @property
+    def url_path(self) -> str:
+        """:attr:`path` as it goes into a URL: percent-encoded, so a ``?``, ``#`` or ``%`` stays in the path.
+
+        Valid entity names (letters, digits, ``.``, ``-``, ``_``) are unchanged.
+        """
+        return quote(self.path, safe="/")
+
+    @property
     def netloc(self) -> str:
         """``host[:port]`` with IPv6 hosts bracketed."""
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -225,13 +233,13 @@ class RelayAddress:
         if token is not None:
             params.append(f"sb-hc-token={quote(token, safe='')}")
         query = "&".join(([self.query] if self.query else []) + params)
-        return f"{scheme}://{self.netloc}{HC_PREFIX}{self.path}?{query}"
+        return f"{scheme}://{self.netloc}{HC_PREFIX}{self.url_path}?{query}"
 
     def http_url(self, suffix: str = "") -> str:
         """The plain HTTP(S) URL of the hybrid connection (protocol.md 1.7), plus an optional path suffix."""
         scheme = "https" if self.tls else "http"
         query = f"?{self.query}" if self.query else ""
-        return f"{scheme}://{self.netloc}/{self.path}{suffix}{query}"
+        return f"{scheme}://{self.netloc}/{self.url_path}{suffix}{query}"
 
     @property
     def audience(self) -> str:
@@ -240,7 +248,15 @@ class RelayAddress:
 
     def __str__(self) -> str:
         scheme = "sb" if self.tls else "ws"
-        return f"{scheme}://{self.netloc}/{self.path}"
+        return f"{scheme}://{self.netloc}/{self.url_path}"
+
+
+def _entity_part(path: str) -> str:
+    # The same for a path inside the address and one given apart: '/$hc/' tolerated, outer '/' dropped.
+    path = "/" + path.lstrip("/")
+    if path.startswith(HC_PREFIX):
+        path = path[len(HC_PREFIX) :]
+    return path.strip("/")
 
 
 def _audience(host: str, path: str) -> str:
@@ -274,10 +290,17 @@ def parse_address(address: str, path: str | None = None) -> RelayAddress:
         address: ``sb://``, ``wss://``, ``https://``, ``ws://`` or ``http://`` URL. A ``/$hc/`` prefix in the
             path is tolerated and removed.
         path: the entity path when ``address`` names only the namespace; it must then have no path of its own.
+            A ``$hc/`` prefix is removed here too.
 
     Raises:
-        InvalidURI: unknown scheme, no host, bad port, no entity path, or two entity paths.
+        InvalidURI: unknown scheme, no host, bad port, no entity path, two entity paths, or text that is not
+            valid Unicode (a lone surrogate cannot go into a URL).
     """
+    for text in (address, path or ""):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidURI(address, "it contains a lone surrogate, which no URL can carry") from None
     try:
         parts = urlsplit(address.strip())
         port = parts.port
@@ -288,14 +311,11 @@ def parse_address(address: str, path: str | None = None) -> RelayAddress:
         raise InvalidURI(address, "use sb://, wss://, https://, ws:// or http://")
     if not parts.hostname:
         raise InvalidURI(address, "no host name")
-    own_path = unquote(parts.path)
-    if own_path.startswith(HC_PREFIX):
-        own_path = own_path[len(HC_PREFIX) :]
-    own_path = own_path.strip("/")
+    own_path = _entity_part(unquote(parts.path))
     if path is not None:
         if own_path:
             raise InvalidURI(address, "the address already names a hybrid connection; pass no path")
-        own_path = path.strip("/")
+        own_path = _entity_part(path)
     if not own_path:
         raise InvalidURI(address, "no hybrid connection path (sb://host/PATH)")
     return RelayAddress(

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from hyco._clock import SYSTEM_CLOCK, Clock
 from hyco.protocol.sas import Right, SasToken
+from hyco.server import logs
 from hyco.server.auth import SignatureCache, authorize
 from hyco.server.capacity import Capacity
 from hyco.server.config import RelayConfig
@@ -84,7 +85,7 @@ class Relay:
         self._http = HttpForwarder(
             router,
             capacity,
-            lambda req, token, hc: self._authorize(req.host, token, hc, Right.SEND),
+            lambda req, token, hc, suffix: self._authorize(req.host, token, hc, Right.SEND, suffix),
             body_timeout=limits.body_timeout,
         )
         self._listeners = ListenerHub(
@@ -126,6 +127,8 @@ class Relay:
 
     async def start(self) -> None:
         """Bind the port and start serving; returns once the relay accepts connections."""
+        # Tokens never reach the log, and no peer value can forge a log line (docs/relay.md, "Logs").
+        logs.install()
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("*", "/{tail:.*}", self._front_door.handle)
         # handler_cancellation: a sender that hangs up while waiting for a listener cancels its handler,
@@ -191,13 +194,16 @@ class Relay:
     # --- wiring helpers -----------------------------------------------------------------------
 
     def _authorize(
-        self, host: str | None, token_text: str | None, hc: HybridConnection, right: Right
+        self, host: str | None, token_text: str | None, hc: HybridConnection, right: Right, suffix: str = ""
     ) -> SasToken:
+        """Check a token for ``right`` on ``hc`` plus the sender's ``suffix`` (a token for a deeper path than
+        the one requested does not cover it: protocol.md 5.3)."""
         hosts = {h for h in (_hostname(host), self._public_host()) if h}
         return authorize(
             token_text,
             right=right,
             entity_path=hc.path,
+            requested_path=hc.path + suffix,
             entity_rules=hc.config.authorization_rules,
             namespace_rules=self.config.authorization_rules,
             hosts=hosts,
@@ -205,8 +211,10 @@ class Relay:
             cache=self._signatures,
         )
 
-    def _authorize_sender(self, handshake: Handshake, token_text: str | None, hc: HybridConnection) -> None:
-        self._authorize(handshake.host, token_text, hc, Right.SEND)
+    def _authorize_sender(
+        self, handshake: Handshake, token_text: str | None, hc: HybridConnection, suffix: str
+    ) -> None:
+        self._authorize(handshake.host, token_text, hc, Right.SEND, suffix)
 
     def _public_host(self) -> str | None:
         public = self.config.server.public_url

@@ -40,6 +40,11 @@ class SignatureCache:
         self._entries[(token_text, entity_path)] = (token, rule)
 
 
+def _is_within(path: str, entity_path: str) -> bool:
+    inner, outer = path.strip("/").lower(), entity_path.strip("/").lower()
+    return inner == outer or inner.startswith(outer + "/")
+
+
 def _find_rule(rules: Iterable[AuthorizationRule], name: str) -> AuthorizationRule | None:
     lowered = name.lower()
     return next((rule for rule in rules if rule.name.lower() == lowered), None)
@@ -56,11 +61,13 @@ def authorize(
     now: float,
     grace: float = 0.0,
     cache: SignatureCache | None = None,
+    requested_path: str | None = None,
 ) -> SasToken:
-    """Check that ``token_text`` grants ``right`` on ``entity_path``.
+    """Check that ``token_text`` grants ``right`` on ``requested_path`` of ``entity_path``.
 
     Entity rules are tried before namespace rules, by key name (case-insensitive); either key of the rule may
-    have signed the token.
+    have signed the token. The token's audience must cover the requested path (protocol.md 5.3): a token for
+    a path below the one requested is refused.
 
     Args:
         token_text: the SAS token as received, or None when the request carried none.
@@ -72,6 +79,8 @@ def authorize(
         now: current time, seconds since the epoch.
         grace: seconds a token stays acceptable past its expiry.
         cache: verified signatures to reuse (the cache must not outlive a change of keys).
+        requested_path: the path the client asked for: ``entity_path`` (the default) for a listener,
+            ``entity_path`` plus the sender's suffix for a connect or an HTTP request.
 
     Returns:
         The parsed token.
@@ -79,7 +88,11 @@ def authorize(
     Raises:
         AuthorizationFailed: missing, malformed, unknown key name, bad signature, expired, wrong audience.
         Forbidden: the rule lacks ``right``.
+        ValueError: ``requested_path`` is not ``entity_path`` or below it (a bug in the caller).
     """
+    requested = entity_path if requested_path is None else requested_path
+    if not _is_within(requested, entity_path):
+        raise ValueError(f"the requested path {requested!r} is not inside the entity {entity_path!r}")
     if not token_text:
         raise AuthorizationFailed(
             "RelaySecurityTokenRequired: no token was sent; put a SAS token in the ServiceBusAuthorization "
@@ -95,7 +108,7 @@ def authorize(
     if token.expired(now, grace):
         expired_at = datetime.fromtimestamp(token.expiry, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         raise AuthorizationFailed(f"ExpiredToken: The token is expired. Expiration time: '{expired_at}'.")
-    if not audience_covers(token, hosts, entity_path):
+    if not audience_covers(token, hosts, requested):
         raise AuthorizationFailed(
             "InvalidAudience: The authorization header contains a token with a wrong audience "
             f"(it must be for this relay's host and '{entity_path}' or the namespace)."

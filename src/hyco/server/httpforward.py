@@ -118,7 +118,8 @@ class HttpForwarder:
     Args:
         router: gets the ``request`` to a listener.
         capacity: the admission slots shared with stream forwarding.
-        authorize_send: checks the sender's token for an entity (raises RelayError).
+        authorize_send: checks the sender's token for an entity plus the request's path suffix (raises
+            RelayError).
         body_timeout: seconds the sender's request body may stall between two chunks.
     """
 
@@ -126,7 +127,7 @@ class HttpForwarder:
         self,
         router: Router,
         capacity: Capacity,
-        authorize_send: Callable[[web.Request, str | None, HybridConnection], object],
+        authorize_send: Callable[[web.Request, str | None, HybridConnection, str], object],
         *,
         body_timeout: float,
     ) -> None:
@@ -177,7 +178,7 @@ class HttpForwarder:
         raw_query = request.rel_url.raw_query_string
         token_used, token = self._token(request, raw_query, hc)
         if hc.config.requires_client_authorization:
-            self._authorize_send(request, token, hc)
+            self._authorize_send(request, token, hc, suffix)
         with self._capacity.hold():
             started = time.monotonic()
             exchange = Exchange(f"{tracking_id}_{secrets.token_hex(16)}", tracking_id, hc.path)

@@ -64,7 +64,8 @@ class StreamForwarder:
         router: gets the ``accept`` to a listener.
         limits: accept_timeout, message sizes, ping interval.
         capacity: the admission slots shared with HTTP forwarding.
-        authorize_send: checks a sender's token text for Send rights (raises RelayError 401/403).
+        authorize_send: checks a sender's token text for Send rights on an entity plus the sender's path
+            suffix (raises RelayError 401/403).
     """
 
     def __init__(
@@ -72,7 +73,7 @@ class StreamForwarder:
         router: Router,
         limits: Limits,
         capacity: Capacity,
-        authorize_send: Callable[[Handshake, str | None, HybridConnection], None],
+        authorize_send: Callable[[Handshake, str | None, HybridConnection, str], None],
     ) -> None:
         self._router = router
         self._authorize_send = authorize_send
@@ -114,7 +115,8 @@ class StreamForwarder:
         """
         started = time.monotonic()
         if hc.config.requires_client_authorization:
-            self._authorize_send(handshake, handshake.headers.get(SB_AUTH_HEADER) or target.token, hc)
+            token = handshake.headers.get(SB_AUTH_HEADER) or target.token
+            self._authorize_send(handshake, token, hc, suffix)
         criteria = ListenerCriteria.from_headers(
             handshake.headers.get("Microsoft-Relay-AllowedListeners"),
             handshake.headers.get("Microsoft-Relay-DisallowedListeners"),
@@ -172,6 +174,7 @@ class StreamForwarder:
             accept = messages.Accept(
                 address=address, id=pending.tracking_id, connect_headers=headers, remote_endpoint=remote
             )
+            messages.check_accept_size(accept)  # 431 rather than an accept official listeners cannot read
             return accept, None
 
         await self._router.dispatch(hc, criteria, build)
