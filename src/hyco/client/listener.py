@@ -37,27 +37,24 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote_plus, urlsplit
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from hyco._clock import SYSTEM_CLOCK, Clock
 from hyco.client._httpserve import HttpServing, serve_request
 from hyco.client._net import NetOptions, make_ssl, open_websocket
 from hyco.client._rawws import RawWebSocket
+from hyco.client.accepting import AcceptContext, AcceptHandler, dial_rejection, dial_rendezvous
 from hyco.client.credentials import SecurityToken, TokenProvider
 from hyco.client.http import RequestHandler
 from hyco.client.sender import DEFAULT_STREAM_KEEP_ALIVE, resolve_address
 from hyco.client.stream import (
     DEFAULT_CLOSE_TIMEOUT,
-    LISTENER_CLEAN_CLOSE_CODES,
     HybridConnectionStream,
 )
 from hyco.exceptions import (
     AuthorizationFailed,
     ConnectionLost,
-    ConnectionRejected,
     EndpointNotFound,
     Forbidden,
     HycoError,
@@ -75,8 +72,8 @@ from hyco.protocol.control import (
     RequestReceived,
     TextMessage,
 )
-from hyco.protocol.messages import Accept, RemoteEndpoint, Request, Response
-from hyco.protocol.uri import Action, strip_sb_hc_params
+from hyco.protocol.messages import Accept, Request, Response
+from hyco.protocol.uri import Action
 
 __all__ = ["AcceptContext", "AcceptHandler", "HybridConnectionListener", "ListenerState"]
 
@@ -109,64 +106,6 @@ class ListenerState(enum.StrEnum):
     OFFLINE = "offline"
 
 
-class AcceptContext:
-    """What an accept handler learns about a waiting sender, and how it answers.
-
-    Attributes:
-        id: the connection's tracking id.
-        url: the address the sender dialed, as the listener sees it (suffix and query kept, ``sb-hc-*`` gone).
-        path: the hybrid connection path plus the sender's suffix.
-        query: the sender's application query, raw, without ``?``.
-        headers: the sender's upgrade headers (case-insensitive; ``ServiceBusAuthorization`` removed).
-        remote_endpoint: the sender's IP and port, when the relay says.
-        subprotocol: the sub-protocol to answer with; defaults to the sender's first offer (as .NET does).
-        status_code, status_description: the rejection to send (set by :meth:`reject`).
-    """
-
-    def __init__(self, accept: Accept, base_url: str) -> None:
-        parts = urlsplit(accept.address)
-        path = parts.path
-        if path.startswith("/$hc/"):
-            path = path[len("/$hc/") :]
-        self.id = accept.id
-        self.path = path.strip("/")
-        self.query = strip_sb_hc_params(parts.query)
-        self.url = f"{base_url}/{self.path}" + (f"?{self.query}" if self.query else "")
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(accept.connect_headers))
-        self.remote_endpoint: RemoteEndpoint | None = accept.remote_endpoint
-        offered = self.offered_subprotocols
-        self.subprotocol: str | None = offered[0] if offered else None
-        self.status_code = 400
-        self.status_description = "Rejected by user code"
-        self.rejected = False
-        self.address = accept.address
-
-    @property
-    def offered_subprotocols(self) -> list[str]:
-        """The sender's ``Sec-WebSocket-Protocol`` offers, in order."""
-        raw = self.headers.get("Sec-WebSocket-Protocol", "")
-        return [p.strip() for p in raw.split(",") if p.strip()]
-
-    def reject(self, status_code: int = 400, description: str = "Rejected by user code") -> None:
-        """Refuse the sender, who gets ``status_code`` and ``description`` (protocol.md 3.3).
-
-        Raises:
-            InvalidInput: the status is not 100-999 or the description has control characters.
-        """
-        if not 100 <= status_code <= 999:
-            raise InvalidInput("a reject status code must be from 100 to 999")
-        if any(ord(c) < 32 and c != "\t" for c in description):
-            raise InvalidInput("a reject description must not contain control characters")
-        self.status_code = status_code
-        self.status_description = description
-        self.rejected = True
-
-    def __repr__(self) -> str:
-        return f"<AcceptContext {self.id} {self.url}>"
-
-
-#: ``handler(context) -> bool | None`` (or awaitable). False or ``context.reject()`` refuses the sender.
-AcceptHandler = Callable[[AcceptContext], "bool | Awaitable[bool | None] | None"]
 StateCallback = Callable[["HybridConnectionListener"], object]
 
 
@@ -729,46 +668,14 @@ class HybridConnectionListener:
             )
 
     async def _rendezvous(self, accept: Accept, context: AcceptContext) -> None:
-        ws, session = await open_websocket(
-            accept.address,
-            what=f"accepting connection {accept.id}",
-            options=self._net,
-            protocols=(context.subprotocol,) if context.subprotocol else (),
-            handshake_timeout=self.accept_timeout,
-        )
-        stream = HybridConnectionStream._from_websocket(
-            ws,
-            session,
-            tracking_id=accept.id,
-            headers=dict(context.headers),
-            remote_endpoint=accept.remote_endpoint,
-            clean_close_codes=LISTENER_CLEAN_CLOSE_CODES,
-            **self._stream_options,
-        )
+        stream = await dial_rendezvous(accept, context, self._net, self.accept_timeout, self._stream_options)
         if self._closing.is_set():
             await stream.close()
             return
         self._queue.put_nowait(stream)
 
     async def _reject(self, accept: Accept, context: AcceptContext) -> None:
-        # protocol.md 3.3: dial the address with the status appended; the relay answers 410 Gone = success.
-        url = (
-            f"{accept.address}&sb-hc-statusCode={context.status_code}"
-            f"&sb-hc-statusDescription={quote_plus(context.status_description)}"
-        )
-        try:
-            ws, session = await open_websocket(
-                url,
-                what=f"rejecting connection {accept.id}",
-                options=self._net,
-                handshake_timeout=self.accept_timeout,
-            )
-        except ConnectionRejected as exc:
-            if exc.http_status != 410:
-                raise
-            return
-        await ws.close()
-        await session.close()
+        await dial_rejection(accept, context, self._net, self.accept_timeout)
 
     async def _handle_request(
         self,
