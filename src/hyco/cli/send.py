@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import threading
 from typing import BinaryIO
 
 import click
 
+from hyco.cli._errors import logging_options, setup_logging, user_errors
 from hyco.cli._loop import run
-from hyco.cli.token import credential_options, make_token_provider, ssl_setting, tls_options
+from hyco.cli._options import PS_NOTE, ClientOptions, client_options
 from hyco.client.sender import HybridConnectionClient
 from hyco.client.stream import HybridConnectionStream
 from hyco.exceptions import ConnectionRejected, HycoError
@@ -19,6 +21,8 @@ from hyco.exceptions import ConnectionRejected, HycoError
 __all__ = ["command", "pipe_stream"]
 
 _CHUNK = 65536
+#: Exit status when the listener rejects the connection.
+EXIT_REJECTED = 3
 
 
 def _stdin_chunks(source: BinaryIO, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:
@@ -66,54 +70,61 @@ async def pipe_stream(stream: HybridConnectionStream, source: BinaryIO, sink: Bi
             await uploader
 
 
-@click.command(name="send")
-@credential_options
-@tls_options
+_EPILOG = f"""\b
+Examples:
+  export HYCO_CONNECTION_STRING='Endpoint=ws://127.0.0.1:9350/;SharedAccessKeyName=...;SharedAccessKey=...;EntityPath=echo'
+  echo hello | hyco send
+  hyco send -a sb://ns.example/echo -K send -k "$KEY" -H 'X-App: v1' < request > reply
+
+\b
+Exit status: 0 done, 1 error, 2 usage, 3 rejected by the listener, 130 interrupted (Ctrl-C).
+{PS_NOTE}
+"""
+
+
+@click.command(name="send", epilog=_EPILOG)
+@client_options()
 @click.option("-H", "--header", "headers", multiple=True, metavar="NAME:VALUE", help="Extra upgrade header.")
 @click.option("--subprotocol", "subprotocols", multiple=True, help="Offer a WebSocket sub-protocol.")
-@click.option("--connect-timeout", type=float, default=None, help="Seconds to wait for a listener (70).")
-@click.option("--proxy", help="HTTP proxy URL, e.g. http://proxy:3128 (CONNECT for TLS).")
+@click.option("--connect-timeout", type=float, default=None, help="Seconds to wait for a listener [70].")
+@logging_options
+@click.pass_context
 def command(
-    address: str,
-    path: str | None,
-    key_name: str,
-    key: str | None,
-    sas: str | None,
-    ca_file: str | None,
-    insecure: bool,
+    ctx: click.Context,
     headers: tuple[str, ...],
     subprotocols: tuple[str, ...],
     connect_timeout: float | None,
-    proxy: str | None,
+    verbose: int,
+    log_level: str | None,
 ) -> None:
-    """Connect to ADDRESS and pipe stdin to the listener and its answer to stdout.
-
-    ADDRESS is sb://host[:port]/path (TLS), ws://host:port/path (plain), or a connection string.
-    Exit status: 0 done, 1 error, 2 usage, 3 rejected by the listener.
-    """
+    """Connect to a hybrid connection; pipe stdin to the listener and its answer to stdout."""
+    options = ClientOptions.of(ctx)
+    setup_logging(options.scrub, verbose=verbose, level=log_level, default=logging.ERROR)
     extra: dict[str, str] = {}
     for header in headers:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
             raise click.UsageError(f"--header {header!r} is not NAME:VALUE")
         extra[name.strip()] = value.strip()
-    try:
+    with user_errors(options.scrub, lambda: options.entity):
+        target = options.resolve()
         client = HybridConnectionClient(
-            address,
-            make_token_provider(key_name, key, sas),
-            path=path,
-            ssl=ssl_setting(ca_file, insecure),
-            connect_timeout=connect_timeout,
-            proxy=proxy,
+            str(target.address),
+            target.token_provider,
+            ssl=target.ssl,
+            connect_timeout=connect_timeout if connect_timeout is not None else target.operation_timeout,
+            proxy=target.proxy,
         )
-        run(_send(client, extra, subprotocols))
-    except ConnectionRejected as exc:
-        click.echo(
-            f"Error: the listener rejected the connection: {exc.http_status} {exc.description}", err=True
-        )
-        sys.exit(3)
-    except HycoError as exc:
-        raise click.ClickException(str(exc)) from exc
+        try:
+            run(_send(client, extra, subprotocols))
+        except ConnectionRejected as exc:
+            click.echo(
+                options.scrub(
+                    f"Error: the listener rejected the connection: {exc.http_status} {exc.description}"
+                ),
+                err=True,
+            )
+            sys.exit(EXIT_REJECTED)
 
 
 async def _send(

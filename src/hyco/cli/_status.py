@@ -1,0 +1,47 @@
+"""Status lines for commands that hold a listener (``listen``, ``expose``): one line per change, on stderr."""
+
+from __future__ import annotations
+
+import click
+
+from hyco.cli._errors import Scrubber
+from hyco.client.listener import HybridConnectionListener
+
+__all__ = ["ListenerStatus"]
+
+
+class ListenerStatus:
+    """Prints ``online: ...`` / ``offline: ...; reconnecting`` as the listener's state changes, once per change.
+
+    Nothing is printed before :meth:`opened`: a failed ``open()`` raises, and the command reports that error
+    once (not a second time as a state change).
+
+    Args:
+        scrub: keeps secrets out of the lines.
+    """
+
+    def __init__(self, scrub: Scrubber) -> None:
+        self._scrub = scrub
+        self._open = False
+        self._last = ""
+
+    def opened(self, listener: HybridConnectionListener) -> None:
+        """The listener's ``open()`` returned: report where it stands from now on."""
+        self._open = True
+        self._report(listener)
+
+    def changed(self, listener: HybridConnectionListener) -> None:
+        """``on_online`` / ``on_offline`` callback."""
+        if self._open:
+            self._report(listener)
+
+    def _report(self, listener: HybridConnectionListener) -> None:
+        if listener.is_online:
+            line = f"online: listening on {listener.address}"
+        else:
+            line = f"offline: {listener.last_error}; reconnecting"
+        if (
+            line != self._last
+        ):  # each failed reconnect attempt ends offline again, usually for the same reason
+            self._last = line
+            click.echo(self._scrub(line), err=True)
