@@ -11,7 +11,7 @@ __all__ = ["ListenerStatus"]
 
 
 class ListenerStatus:
-    """Prints ``online: ...`` / ``offline: ...; reconnecting`` as the listener's state changes, once per change.
+    """Prints ``online: ...`` / ``offline: ...; reconnecting`` once per change of the listener's state.
 
     Nothing is printed before :meth:`opened`: a failed ``open()`` raises, and the command reports that error
     once (not a second time as a state change).
