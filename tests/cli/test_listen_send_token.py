@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -298,3 +299,42 @@ async def test_no_secret_in_any_output(relay: Relay, tmp_path: Path) -> None:
 def leaked(output: bytes) -> bool:
     """Whether any 12-character piece of the canary key is in ``output`` (a cut-off key leaks too)."""
     return any(CANARY[i : i + 12].encode() in output for i in range(len(CANARY) - 11))
+
+
+async def test_send_wait_connects_once_a_listener_comes(relay: Relay, tp: TokenProvider) -> None:
+    refused = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    class OnRefusal(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "refused" in record.getMessage() and "404" in record.getMessage():
+                loop.call_soon_threadsafe(refused.set)
+
+    handler = OnRefusal()
+    relay_log = logging.getLogger("hyco.relay")
+    level = relay_log.level
+    relay_log.setLevel(logging.INFO)  # refusals are logged at INFO
+    relay_log.addHandler(handler)
+    try:
+        env = clean_env(HYCO_CONNECTION_STRING=connection_string(relay))
+        sender = asyncio.create_task(run("send", "--wait", stdin=b"late listener", env=env))
+        await asyncio.wait_for(refused.wait(), 3 * TIMEOUT)  # the sender tried before any listener was there
+        async with HybridConnectionListener(f"{relay.url}/echo", tp) as listener:
+            stream = await asyncio.wait_for(listener.accept(), 3 * TIMEOUT)
+            assert stream is not None
+            async with stream:
+                assert await stream.read() == b"late listener"
+                await stream.write(b"ok")
+                await stream.shutdown()
+            code, out, err = await asyncio.wait_for(sender, 3 * TIMEOUT)
+    finally:
+        relay_log.removeHandler(handler)
+        relay_log.setLevel(level)
+    assert (code, out) == (0, b"ok"), err
+
+
+async def test_send_wait_gives_up_after_the_connect_timeout(relay: Relay) -> None:
+    env = clean_env(HYCO_CONNECTION_STRING=connection_string(relay))
+    code, _, err = await run("send", "--wait", "--connect-timeout", "1", env=env)
+    assert code == 1
+    assert b"no listener is connected to 'echo'" in err

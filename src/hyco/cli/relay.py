@@ -239,10 +239,10 @@ def _banner(
         out(f"    {conn}")
         if config.server.create_on_listen:
             hyco = invocation()
-            out("  try it, in another terminal:")
+            out("  try it (in another terminal; prints hello):")
             out(f"    export HYCO_CONNECTION_STRING='{conn};EntityPath=echo'")
             out(f"    {hyco} listen --echo{trust} &")
-            out(f"    echo hello | {hyco} send{trust}")
+            out(f"    echo hello | {hyco} send --wait{trust}")
     paths = [hc.path for hc in config.hybrid_connections]
     if paths:
         out(f"  hybrid connections: {', '.join(paths)}")

@@ -16,7 +16,7 @@ from hyco.cli._loop import run
 from hyco.cli._options import PS_NOTE, ClientOptions, client_options
 from hyco.client.sender import HybridConnectionClient
 from hyco.client.stream import HybridConnectionStream
-from hyco.exceptions import ConnectionRejected, HycoError
+from hyco.exceptions import ConnectionRejected, EndpointNotFound, HycoError
 
 __all__ = ["command", "pipe_stream"]
 
@@ -74,6 +74,7 @@ _EPILOG = f"""\b
 Examples:
   export HYCO_CONNECTION_STRING='Endpoint=ws://127.0.0.1:9350/;SharedAccessKeyName=...;SharedAccessKey=...;EntityPath=echo'
   echo hello | hyco send
+  hyco listen --echo & echo hello | hyco send --wait    # --wait: until the listener is online
   hyco send -a sb://ns.example/echo -K send -k "$KEY" -H 'X-App: v1' < request > reply
 
 \b
@@ -87,6 +88,12 @@ Exit status: 0 done, 1 error, 2 usage, 3 rejected by the listener, 130 interrupt
 @click.option("-H", "--header", "headers", multiple=True, metavar="NAME:VALUE", help="Extra upgrade header.")
 @click.option("--subprotocol", "subprotocols", multiple=True, help="Offer a WebSocket sub-protocol.")
 @click.option("--connect-timeout", type=float, default=None, help="Seconds to wait for a listener [70].")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="While the relay answers 404 (no listener yet, or a hybrid connection its listener has yet to "
+    "create), keep trying (up to --connect-timeout).",
+)
 @logging_options
 @click.pass_context
 def command(
@@ -94,6 +101,7 @@ def command(
     headers: tuple[str, ...],
     subprotocols: tuple[str, ...],
     connect_timeout: float | None,
+    wait: bool,
     verbose: int,
     log_level: str | None,
 ) -> None:
@@ -116,7 +124,7 @@ def command(
             proxy=target.proxy,
         )
         try:
-            run(_send(client, extra, subprotocols))
+            run(_send(client, extra, subprotocols, wait))
         except ConnectionRejected as exc:
             click.echo(
                 options.scrub(
@@ -128,8 +136,39 @@ def command(
 
 
 async def _send(
-    client: HybridConnectionClient, headers: dict[str, str], subprotocols: tuple[str, ...]
+    client: HybridConnectionClient, headers: dict[str, str], subprotocols: tuple[str, ...], wait: bool
 ) -> None:
-    stream = await client.connect(headers, subprotocols)
+    stream = await (
+        _connect_when_listening(client, headers, subprotocols)
+        if wait
+        else client.connect(headers, subprotocols)
+    )
     async with stream:
         await pipe_stream(stream, sys.stdin.buffer, sys.stdout.buffer)
+
+
+#: Pauses between attempts while waiting for a listener (--wait): quick at first, then 1 s.
+_WAIT_DELAYS = (0.1, 0.2, 0.5, 1.0)
+
+
+async def _connect_when_listening(
+    client: HybridConnectionClient, headers: dict[str, str], subprotocols: tuple[str, ...]
+) -> HybridConnectionStream:
+    """Connect, retrying while the relay answers 404, for up to the connect timeout.
+
+    The relay answers "no listeners connected" at once (as Azure does), and a relay that creates hybrid
+    connections on first listen does not know the name before that: a listener started a moment ago
+    (``hyco listen ... &``) may not be online yet.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + client.connect_timeout
+    attempt = 0
+    while True:
+        try:
+            return await client.connect(headers, subprotocols)
+        except EndpointNotFound:
+            delay = _WAIT_DELAYS[min(attempt, len(_WAIT_DELAYS) - 1)]
+            if loop.time() + delay > deadline:
+                raise
+        attempt += 1
+        await asyncio.sleep(delay)
