@@ -110,8 +110,8 @@ class ClientOptions:
     def resolve(self, *, fallback_env: tuple[str, ...] = ()) -> ResolvedTarget:
         """Combine the connection string, address and credential flags into one target.
 
-        Flags override the connection string's parts: ``-a`` its endpoint, ``-K``/``-k``/``-s`` its
-        credentials; ``--path`` supplies the ``EntityPath`` it lacks.
+        Flags override the connection string's parts: ``-a`` its endpoint, ``--path`` its ``EntityPath``,
+        ``-K``/``-k``/``-s`` its credentials.
 
         Raises:
             click.UsageError: nothing names a relay, or the flags contradict each other.
@@ -130,10 +130,6 @@ class ClientOptions:
                 )
             address = parse_address(self.address, self.path)
         elif cs is not None:
-            if cs.entity_path and self.path and cs.entity_path.strip("/") != self.path.strip("/"):
-                raise click.UsageError(
-                    f"the connection string names {cs.entity_path!r} (EntityPath), --path {self.path!r}"
-                )
             path = self.path or cs.entity_path
             if not path:
                 raise click.UsageError(
@@ -264,7 +260,7 @@ def client_options(*, azbridge: bool = False, path: bool = True) -> Callable[[F]
                     metavar="NAME",
                     expose_value=False,
                     callback=_store("path"),
-                    help="Hybrid connection name, when the address or connection string does not name one.",
+                    help="Hybrid connection name; overrides the connection string's EntityPath.",
                 )
             ]
             if path
