@@ -1,4 +1,4 @@
-"""Every ```sh and ```python block of README.md and docs/*.md runs, as written, against a relay the test starts.
+"""Every ```sh and ```python block of README.md and docs/*.md runs as written, against a relay it starts.
 
 How a document runs (what a reader does in one terminal, top to bottom):
 
