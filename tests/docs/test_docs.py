@@ -88,9 +88,7 @@ def session_script(document: Path, ports: dict[int, int]) -> str:
     steps = ["set -eo pipefail"]
     python_blocks = [b for b in runnable if b.language == "python"]
     for block in runnable:
-        text = block.text
-        for doc_port, free in ports.items():
-            text = re.sub(rf"\b{doc_port}\b", str(free), text)
+        text = with_free_ports(block.text, ports)
         steps.append(f"echo '### {document.name} line {block.line}' >&2")
         if block.language != "python":
             steps.append(text)
@@ -98,10 +96,18 @@ def session_script(document: Path, ports: dict[int, int]) -> str:
             steps.append(f"python - <<'HYCO_DOC_PYTHON'\n{text}HYCO_DOC_PYTHON")
         elif block is python_blocks[0]:  # one process, one namespace, every block in order
             cells = "\n".join(
-                f"exec(compile({b.text!r}, {f'{document.name}:{b.line}'!r}, 'exec'))" for b in python_blocks
+                f"exec(compile({with_free_ports(b.text, ports)!r}, {f'{document.name}:{b.line}'!r}, 'exec'))"
+                for b in python_blocks
             )
             steps.append(f"python - <<'HYCO_DOC_PYTHON'\n{cells}\nHYCO_DOC_PYTHON")
     return "\n".join(steps) + "\n"
+
+
+def with_free_ports(text: str, ports: dict[int, int]) -> str:
+    """``text`` with each document port replaced by its free port."""
+    for doc_port, free in ports.items():
+        text = re.sub(rf"\b{doc_port}\b", str(free), text)
+    return text
 
 
 def free_port() -> int:
@@ -166,7 +172,7 @@ async def test_document_runs_as_written(document: Path, tmp_path: Path) -> None:
     assert code == 0, f"{document.name}: a block failed (the last ### line names it)\n{stderr[-3000:]}"
     for block in blocks(document):
         if block.skip is None:
-            for expected in _PRINTS.finditer(block.text):
+            for expected in _PRINTS.finditer(with_free_ports(block.text, ports)):
                 assert expected["text"] in stdout, (
                     f"{document.name} line {block.line}: no {expected['text']!r}"
                 )
