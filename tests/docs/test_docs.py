@@ -110,11 +110,14 @@ def with_free_ports(text: str, ports: dict[int, int]) -> str:
     return text
 
 
-def free_port() -> int:
-    """A port nothing listens on right now (port 0, then released for the process under test)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports nothing listens on right now (port 0, held until all are chosen, then released
+    for the processes under test)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 @contextlib.asynccontextmanager
@@ -145,7 +148,7 @@ async def test_document_runs_as_written(document: Path, tmp_path: Path) -> None:
     home.mkdir()
     work.mkdir()
     (work / ".venv").symlink_to(VENV_BIN.parent)
-    ports = {port: free_port() for port in DOC_PORTS}
+    ports = dict(zip(DOC_PORTS, free_ports(len(DOC_PORTS)), strict=True))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HYCO_", "AZURE_BRIDGE_"))}
     env.update(
         HOME=str(home),
