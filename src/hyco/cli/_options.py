@@ -204,14 +204,17 @@ class ResolvedTarget:
         return self.address.path
 
 
-def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
-    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+def _option(*names: str, field: str, **settings: Any) -> Callable[[F], F]:
+    """A click option whose value goes to :class:`ClientOptions` attribute ``field`` (keys and SAS tokens are
+    also noted as secrets)."""
+
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         options = ClientOptions.of(ctx)
-        setattr(options, name, value)
-        if name in ("key", "sas") and value:
+        setattr(options, field, value)
+        if field in ("key", "sas") and value:
             options.scrub.secrets.append(str(value))
 
-    return callback
+    return click.option(*names, field, expose_value=False, callback=store, **settings)
 
 
 def client_options(*, azbridge: bool = False, path: bool = True) -> Callable[[F], F]:
@@ -222,96 +225,86 @@ def client_options(*, azbridge: bool = False, path: bool = True) -> Callable[[F]
             ``AZURE_BRIDGE_CONNECTIONSTRING`` after ``HYCO_CONNECTION_STRING``.
         path: offer ``--path`` (commands whose hybrid connection names come from elsewhere do not).
     """
-    address_names = ["-a", "--address", *(("-E", "--endpoint") if azbridge else ())]
-    sas_names = ["-s", *(("-S",) if azbridge else ()), "--sas"]
     cs_env = "HYCO_CONNECTION_STRING" + (" (or AZURE_BRIDGE_CONNECTIONSTRING)" if azbridge else "")
     options = [
-        click.option(
+        _option(
             "-x",
             "--connection-string",
+            field="connection_string",
             metavar="CONNSTR",
             envvar="HYCO_CONNECTION_STRING",
-            expose_value=False,
-            callback=_store("connection_string"),
             help=f"Relay connection string: Endpoint=...;EntityPath=...;SharedAccessKeyName=...;"
             f"SharedAccessKey=... [env {cs_env}]",
         ),
-        click.option(
+        _option(
             "--connection-string-file",
+            field="connection_string_file",
             type=click.Path(dir_okay=False, path_type=Path),
-            expose_value=False,
-            callback=_store("connection_string_file"),
             help="Read the connection string from FILE (keeps the key out of ps).",
         ),
-        click.option(
-            *address_names,
-            "address",
+        _option(
+            "-a",
+            "--address",
+            *(("-E", "--endpoint") if azbridge else ()),
+            field="address",
             metavar="URI",
             envvar="HYCO_ADDRESS",
-            expose_value=False,
-            callback=_store("address"),
             help="Relay address sb://HOST[:PORT]/PATH (TLS) or ws://HOST:PORT/PATH (plain); overrides the "
             "connection string's Endpoint [env HYCO_ADDRESS].",
         ),
         *(
             [
-                click.option(
+                _option(
                     "--path",
+                    field="path",
                     metavar="NAME",
-                    expose_value=False,
-                    callback=_store("path"),
                     help="Hybrid connection name; overrides the connection string's EntityPath.",
                 )
             ]
             if path
             else []
         ),
-        click.option(
+        _option(
             "-K",
             "--key-name",
+            field="key_name",
             metavar="NAME",
             envvar="HYCO_KEY_NAME",
-            expose_value=False,
-            callback=_store("key_name"),
             help=f"Shared access rule name [{_DEFAULT_KEY_NAME}; env HYCO_KEY_NAME].",
         ),
-        click.option(
+        _option(
             "-k",
             "--key",
+            field="key",
             metavar="KEY",
             envvar="HYCO_KEY",
-            expose_value=False,
-            callback=_store("key"),
             help="Shared access key [env HYCO_KEY].",
         ),
-        click.option(
-            *sas_names,
-            "sas",
+        _option(
+            "-s",
+            *(("-S",) if azbridge else ()),
+            "--sas",
+            field="sas",
             metavar="TOKEN",
             envvar="HYCO_SAS",
-            expose_value=False,
-            callback=_store("sas"),
             help="A ready SAS token instead of a key (never renewed) [env HYCO_SAS].",
         ),
-        click.option(
+        _option(
             "--ca-file",
+            field="ca_file",
             type=click.Path(exists=True, dir_okay=False),
-            expose_value=False,
-            callback=_store("ca_file"),
             help="PEM file of CAs to trust, e.g. the ca.pem `hyco relay --self-signed` prints.",
         ),
-        click.option(
+        _option(
             "--insecure",
+            field="insecure",
             is_flag=True,
-            expose_value=False,
-            callback=_store("insecure"),
             help="Do not verify the relay's TLS certificate (warns; testing only).",
         ),
-        click.option(
+        _option(
             "--proxy",
+            field="proxy",
             metavar="URL",
-            expose_value=False,
-            callback=_store("proxy"),
             help="HTTP proxy, e.g. http://proxy:3128 (CONNECT for TLS).",
         ),
     ]

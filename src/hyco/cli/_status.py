@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hyco.cli._errors import Scrubber
+from hyco.cli._options import ResolvedTarget
 from hyco.client.listener import HybridConnectionListener
 
 __all__ = ["ListenerStatus"]
@@ -24,6 +25,17 @@ class ListenerStatus:
         self._scrub = scrub
         self._open = False
         self._last = ""
+
+    def listener(self, target: ResolvedTarget) -> HybridConnectionListener:
+        """A listener for ``target`` whose state changes this object reports."""
+        return HybridConnectionListener(
+            str(target.address),
+            target.token_provider,
+            ssl=target.ssl,
+            proxy=target.proxy,
+            on_online=self.changed,
+            on_offline=self.changed,
+        )
 
     def opened(self, listener: HybridConnectionListener) -> None:
         """The listener's ``open()`` returned: report where it stands from now on."""

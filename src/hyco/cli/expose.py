@@ -87,14 +87,7 @@ def command(
     with user_errors(options.scrub, lambda: options.entity):
         target_relay = options.resolve(fallback_env=(_AZBRIDGE_ENV,))
         app = load_asgi_app(asgi_app, app_dir) if asgi_app else None
-        listener = HybridConnectionListener(
-            str(target_relay.address),
-            target_relay.token_provider,
-            ssl=target_relay.ssl,
-            proxy=target_relay.proxy,
-            on_online=status.changed,
-            on_offline=status.changed,
-        )
+        listener = status.listener(target_relay)
         run(
             expose(
                 listener,

@@ -143,12 +143,5 @@ def command(
     status = ListenerStatus(options.scrub)
     with user_errors(options.scrub, lambda: options.entity):
         target = options.resolve()
-        listener = HybridConnectionListener(
-            str(target.address),
-            target.token_provider,
-            ssl=target.ssl,
-            proxy=target.proxy,
-            on_online=status.changed,
-            on_offline=status.changed,
-        )
+        listener = status.listener(target)
         run(_serve(listener, status, chosen, shell_command, once))
