@@ -336,3 +336,17 @@ async def test_ctrl_c_stops_the_relay_with_130(tmp_path: Path) -> None:
         _, err = await asyncio.wait_for(relay.proc.communicate(), TIMEOUT)
     assert relay.proc.returncode == 130
     assert "shutting down" in err.decode()
+
+
+async def test_an_untrusted_certificate_names_the_option_that_trusts_it(tmp_path: Path) -> None:
+    async with relay_process(tmp_path, "--self-signed", "localhost") as relay:
+        cs = f"{relay.connection_string};EntityPath=echo"
+        code, _, err = await run_to_exit(tmp_path, "send", "-x", cs)
+        assert code == 1
+        assert "is not trusted" in err and "--ca-file" in err
+        # --insecure gets through (to the missing listener), with a warning.
+        code, _, err = await run_to_exit(tmp_path, "send", "-x", cs, "--insecure")
+        assert code == 1
+        assert "warning: --insecure" in err
+        assert "no such hybrid connection 'echo'" in err
+        await relay.stop()
