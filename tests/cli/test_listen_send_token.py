@@ -86,7 +86,7 @@ def test_every_help_has_an_example_and_the_shared_flags(name: str) -> None:
     result = CliRunner().invoke(main, [name, "--help"])
     assert result.exit_code == 0, result.output
     assert "Examples:" in result.output
-    assert "--log-level" in result.output or name == "token"
+    assert "-v, --verbose" in result.output and "--log-level" in result.output
     if name != "relay":
         for flag in ("-x, --connection-string", "--connection-string-file", "-k, --key", "-K, --key-name"):
             assert flag in result.output

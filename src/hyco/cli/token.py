@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import click
 
-from hyco.cli._errors import user_errors
+from hyco.cli._errors import logging_options, setup_logging, user_errors
 from hyco.cli._options import PS_NOTE, ClientOptions, client_options
 
 __all__ = ["command"]
@@ -27,13 +28,15 @@ Examples:
 @click.option(
     "--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="Lifetime in seconds."
 )
+@logging_options
 @click.pass_context
-def command(ctx: click.Context, ttl: int) -> None:
+def command(ctx: click.Context, ttl: int, verbose: int, log_level: str | None) -> None:
     """Print a SAS token for a hybrid connection, signed with the key.
 
     The audience is built the way the .NET SDK builds it (http://host/path/), which Azure and hyco accept.
     """
     options = ClientOptions.of(ctx)
+    setup_logging(options.scrub, verbose=verbose, level=log_level, default=logging.ERROR)
     with user_errors(options.scrub, lambda: options.entity):
         target = options.resolve()
         if target.token_provider is None:
