@@ -338,3 +338,10 @@ async def test_send_wait_gives_up_after_the_connect_timeout(relay: Relay) -> Non
     code, _, err = await run("send", "--wait", "--connect-timeout", "1", env=env)
     assert code == 1
     assert b"no listener is connected to 'echo'" in err
+
+
+async def test_masking_keeps_the_advice_readable(relay: Relay) -> None:
+    code, _, err = await run("listen", "-x", connection_string(relay, key="d3Jvbmcta2V5"), "--echo")
+    assert code == 1
+    assert b"SharedAccessKeyName" in err and b"SharedAccessKey)" in err  # names of parts are not secrets
+    assert b"d3Jvbmcta2V5" not in err

@@ -37,6 +37,7 @@ _META = "hyco.client_options"
 _DEFAULT_KEY_NAME = "RootManageSharedAccessKey"
 #: Connection string parts that are not secret (every other value is treated as one).
 _PUBLIC_PARTS = {"endpoint", "entitypath", "sharedaccesskeyname", "operationtimeout", "authentication"}
+_KNOWN_PARTS = _PUBLIC_PARTS | {"sharedaccesskey", "sharedaccesssignature"}
 
 PS_NOTE = (
     "A key given as a flag is visible to other users of this machine (ps); prefer HYCO_CONNECTION_STRING, "
@@ -103,8 +104,11 @@ class ClientOptions:
             for part in text.split(";"):
                 name, _, value = part.partition("=")
                 if name.strip().lower() not in _PUBLIC_PARTS:
-                    # The value, and the whole part: a mistyped one ("SharedAccessKey:...") may be all key.
-                    self.scrub.secrets.extend((part.strip(), name.strip(), value.strip()))
+                    self.scrub.secrets.extend((part.strip(), value.strip()))
+                if name.strip().lower() not in _KNOWN_PARTS:
+                    self.scrub.secrets.append(
+                        name.strip()
+                    )  # a mistyped part ("SharedAccessKey:...") may be all key
         return text or None
 
     def resolve(self, *, fallback_env: tuple[str, ...] = ()) -> ResolvedTarget:
