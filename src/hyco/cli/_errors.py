@@ -170,9 +170,20 @@ def setup_logging(
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ScrubbingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", scrub))
     root = logging.getLogger("hyco")
+    sdk = logging.getLogger("hyco.client")
+    saved = (root.handlers[:], root.level, root.propagate, sdk.level)
+
+    def restore() -> None:
+        root.handlers[:], root.level, root.propagate, sdk.level = saved
+
+    # The command's settings end with the command: a program (or a test) that runs a command in-process keeps
+    # its own logging, and no handler outlives the stream it writes to.
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(restore)
     root.handlers[:] = [handler]
     root.setLevel(chosen)
     root.propagate = False
     # The SDK's own warnings (a listener that gives up, a reconnect) repeat what the command already reports
     # as an error or a status line: show them only when asked for.
-    logging.getLogger("hyco.client").setLevel(logging.NOTSET if verbose or level else logging.ERROR)
+    sdk.setLevel(logging.NOTSET if verbose or level else logging.ERROR)
