@@ -29,6 +29,8 @@ close code to use once a socket is open), so the relay maps errors to responses 
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "AuthorizationFailed",
     "ConnectionLost",
@@ -72,7 +74,13 @@ class InvalidURI(InvalidInput):
     def __init__(self, uri: str, reason: str) -> None:
         self.uri = uri
         self.reason = reason
-        super().__init__(f"{uri!r} is not a valid address: {reason}")
+        # A connection string passed where an address belongs must not show its key in the message.
+        shown = _SECRET_VALUE.sub(r"\1***", uri)
+        super().__init__(f"{shown!r} is not a valid address: {reason}")
+
+
+#: ``name=value`` pairs whose name says key or signature (also mistyped ones such as ``SharedAccesKey``).
+_SECRET_VALUE = re.compile(r"(?i)(\b\w*(?:key|sig|signature|token)\s*=)[^;&\s]*")
 
 
 class InvalidToken(InvalidInput):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -246,3 +247,106 @@ async def test_help(tmp_path: Path) -> None:
     assert "Examples:" in out
     assert "hyco relay --config relay.toml" in out
     assert not (tmp_path / "relay.toml").exists()
+
+
+def try_it_lines(relay: RunningRelay) -> list[str]:
+    """The banner's "try it" shell lines."""
+    start = next(i for i, line in enumerate(relay.banner) if "try it" in line)
+    return [line.strip() for line in relay.banner[start + 1 : start + 4]]
+
+
+async def run_shell(script: str, env: dict[str, str], scratch: Path) -> tuple[int, str, str]:
+    """Run ``script`` with bash in its own process group; whatever it left in the background is then killed.
+
+    Output goes to files: a background process keeps a pipe open after the script ends.
+    """
+    with open(scratch / "out", "w+b") as out, open(scratch / "err", "w+b") as err:
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", script, env=env, stdout=out, stderr=err, start_new_session=True
+        )
+        try:
+            code = await asyncio.wait_for(proc.wait(), 3 * TIMEOUT)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        out.seek(0)
+        err.seek(0)
+        return code, out.read().decode(), err.read().decode()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "self-signed"])
+async def test_the_banner_try_it_lines_work_as_printed(tmp_path: Path, tls: bool) -> None:
+    args = ("--self-signed", "localhost") if tls else ()
+    async with relay_process(tmp_path, *args) as relay:
+        lines = try_it_lines(relay)
+        assert lines[0].startswith("export HYCO_CONNECTION_STRING=")
+        # Not on PATH here: the banner names the script that runs, by its full path.
+        assert lines[1].startswith(f"{HYCO} listen --echo")
+        if tls:
+            assert f"--ca-file {tmp_path / 'tls' / 'ca.pem'}" in lines[2]
+        env = {k: v for k, v in relay_env(tmp_path).items() if k != "HYCO_DATA_DIR"}
+        env["PATH"] = "/usr/bin:/bin"
+        code, out, err = await run_shell("\n".join(lines), env, tmp_path)
+        assert (code, out) == (0, "hello\n"), err
+        await relay.stop()
+
+
+async def test_the_banner_says_hyco_when_it_is_on_path(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(HYCO),
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        env={**relay_env(tmp_path), "PATH": f"{HYCO.parent}:/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while not (line := (await proc.stdout.readline()).decode()).strip().startswith("export"):
+                assert line
+            assert (await proc.stdout.readline()).decode().strip() == "hyco listen --echo &"
+    finally:
+        await _kill(proc)
+
+
+async def test_print_connection_string_matches_the_banner(tmp_path: Path) -> None:
+    code, printed, err = await run_to_exit(tmp_path, "relay", "--print-connection-string")
+    assert code == 0, err
+    assert printed.startswith("Endpoint=ws://127.0.0.1:9350/;SharedAccessKeyName=RootManageSharedAccessKey;")
+    async with relay_process(tmp_path) as relay:  # the same generated key
+        assert (
+            relay.connection_string.shared_access_key
+            == RelayConnectionString.parse(printed).shared_access_key
+        )
+
+
+async def test_a_configuration_without_rules_warns(tmp_path: Path) -> None:
+    file = tmp_path / "norules.toml"
+    file.write_text('[server]\nlisten = "127.0.0.1:0"\n\n[[hybrid_connections]]\npath = "echo"\n')
+    async with relay_process(tmp_path, "--config", str(file)) as relay:
+        code, _, err = await relay.stop()
+    assert code == 0
+    assert "warning: the configuration has no authorization rules" in err
+
+
+async def test_ctrl_c_stops_the_relay_with_130(tmp_path: Path) -> None:
+    async with relay_process(tmp_path) as relay:
+        relay.proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(relay.proc.communicate(), TIMEOUT)
+    assert relay.proc.returncode == 130
+    assert "shutting down" in err.decode()
+
+
+async def test_an_untrusted_certificate_names_the_option_that_trusts_it(tmp_path: Path) -> None:
+    async with relay_process(tmp_path, "--self-signed", "localhost") as relay:
+        cs = f"{relay.connection_string};EntityPath=echo"
+        code, _, err = await run_to_exit(tmp_path, "send", "-x", cs)
+        assert code == 1
+        assert "is not trusted" in err and "--ca-file" in err
+        # --insecure gets through (to the missing listener), with a warning.
+        code, _, err = await run_to_exit(tmp_path, "send", "-x", cs, "--insecure")
+        assert code == 1
+        assert "warning: --insecure" in err
+        assert "no such hybrid connection 'echo'" in err
+        await relay.stop()

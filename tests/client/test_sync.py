@@ -162,3 +162,52 @@ async def test_sync_reconnect_after_relay_restart(tp: TokenProvider) -> None:
             assert listener.is_online
     finally:
         await asyncio.to_thread(listener.close)
+
+
+def test_sync_token_provider_calls_block_and_return_tokens() -> None:
+    from hyco.protocol.sas import parse_token, verify_signature
+    from hyco.sync import TokenProvider as SyncTokenProvider
+
+    tokens = SyncTokenProvider.from_shared_access_key(KEY_NAME, KEY)
+    security_token = tokens.get_token("http://relay.example/echo/", 60)
+    assert security_token.audience == "http://relay.example/echo/"  # a SecurityToken, not a coroutine
+    text = tokens.token_for("sb://Relay.Example:8443/$hc/echo?x=1")
+    parsed = parse_token(text)
+    assert (parsed.audience, parsed.key_name) == ("http://relay.example/echo/", KEY_NAME)
+    assert verify_signature(parsed, KEY)
+    assert tokens.renewable
+    assert KEY not in repr(tokens)
+    fixed = SyncTokenProvider.from_sas(text)
+    assert fixed.token_for("sb://relay.example/echo") == text and not fixed.renewable
+    cs = f"Endpoint=sb://relay.example/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY}"
+    from_cs = SyncTokenProvider.from_connection_string(cs)
+    assert (
+        from_cs is not None and parse_token(from_cs.token_for("sb://relay.example/echo")).key_name == KEY_NAME
+    )
+    assert SyncTokenProvider.from_connection_string("Endpoint=sb://relay.example/") is None
+    from_callable = SyncTokenProvider.from_callable(lambda audience, ttl: text)
+    assert from_callable.get_token("http://relay.example/echo/").token == text
+
+
+async def test_async_token_for_is_one_call() -> None:
+    from hyco.protocol.sas import parse_token
+
+    text = await TokenProvider.from_shared_access_key(KEY_NAME, KEY).token_for("ws://127.0.0.1:9350/echo")
+    assert parse_token(text).audience == "http://127.0.0.1/echo/"
+
+
+async def test_sync_clients_take_the_sync_token_provider(relay: Relay) -> None:
+    from hyco.sync import TokenProvider as SyncTokenProvider
+
+    def roundtrip() -> bytes:
+        tokens = SyncTokenProvider.from_shared_access_key(KEY_NAME, KEY)
+        with HybridConnectionListener(address(relay), tokens) as listener:
+            server = echo_server(listener, 1)
+            with HybridConnectionClient(address(relay), tokens).connect() as stream:
+                stream.write(b"sync tokens")
+                stream.shutdown()
+                data = stream.read()
+            server.join(TIMEOUT)
+            return data
+
+    assert await asyncio.wait_for(asyncio.to_thread(roundtrip), 3 * TIMEOUT) == b"sync tokens"

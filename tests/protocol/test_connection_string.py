@@ -104,6 +104,8 @@ def test_errors_never_show_the_key_or_signature() -> None:
         f"Endpoint=sb://h/;SharedAccessKey={KEY};SharedAccessKey={KEY}",
         f"Endpoint=sb://h/;SharedAccessKey={KEY}",
         f"Endpoint=sb://h/;SharedAccessSignature={SAS};SharedAccessKey={KEY}",
+        f"Endpoint=sb://h/;SharedAccessKey:{KEY}",
+        f"Endpoint=sb://h/;SharedAccessKey:{KEY}=",
     ):
         with pytest.raises(InvalidConnectionString) as info:
             RelayConnectionString.parse(text)

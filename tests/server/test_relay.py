@@ -727,7 +727,7 @@ async def test_waiting_senders_are_bounded_by_max_pending(relay_factory, session
     await asyncio.wait_for(task, TIMEOUT)
 
 
-async def test_unauthenticated_listens_create_nothing_and_idle_entities_go_away(relay_factory, session):
+async def test_unauthenticated_listens_create_nothing_and_idle_entities_make_room(relay_factory, session):
     from hyco.server import ServerConfig
 
     relay = await relay_factory(
@@ -740,12 +740,16 @@ async def test_unauthenticated_listens_create_nothing_and_idle_entities_go_away(
     listener = await RawListener.open(session, relay.url, "fresh")  # would be 403 if junk had been created
     await listener.ws.close()
     await wait_for_health(session, relay.http_url, "listeners", 0)
+    # The entity stays known while idle: a sender learns that no listener is there, not that it is a typo.
+    err = await handshake_error(send_connect(session, relay.url, "fresh"))
+    assert err.status == 404
+    assert "no listeners connected" in err.message
+    # Its slot goes to another new entity when needed; then "fresh" is unknown again.
+    other = await RawListener.open(session, relay.url, "another")
+    await other.ws.close()
     err = await handshake_error(send_connect(session, relay.url, "fresh"))
     assert err.status == 404
     assert "does not exist" in err.message
-    # The freed slot can be used by another new entity.
-    other = await RawListener.open(session, relay.url, "another")
-    await other.ws.close()
 
 
 async def test_client_tracking_ids_with_control_characters_are_replaced(relay: Relay, session):

@@ -71,12 +71,20 @@ def local_app() -> web.Application:
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound("/elsewhere")
 
+    async def redirect_absolute(request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently(f"http://{request.host}/sub/?x=1")
+
+    async def sized(request: web.Request) -> web.Response:
+        return web.Response(body=b"s" * 1234)  # aiohttp answers HEAD with the GET's Content-Length
+
     app = web.Application()
     app.router.add_route("*", "/info/{tail:.*}", info)
     app.router.add_post("/digest", digest)
     app.router.add_get("/download", download)
     app.router.add_get("/teapot", teapot)
     app.router.add_get("/redirect", redirect)
+    app.router.add_get("/redirect-absolute", redirect_absolute)
+    app.router.add_get("/sized", sized)  # add_get also answers HEAD
     return app
 
 
@@ -152,8 +160,11 @@ async def test_expose_forwards_paths_headers_and_bodies_both_ways(relay: Relay, 
         status, reason, _, body = await call(relay, tp, "GET", "/teapot")
         assert (status, reason, body) == (418, "Short And Stout", b"tea")
 
+        # Redirects keep the public prefix: the local app's "/elsewhere" is the sender's "/echo/elsewhere".
         status, _, headers, _ = await call(relay, tp, "GET", "/redirect", allow_redirects=False)
-        assert (status, headers["Location"]) == (302, "/elsewhere")  # redirects are the sender's business
+        assert (status, headers["Location"]) == (302, "/echo/elsewhere")
+        status, _, headers, _ = await call(relay, tp, "GET", "/redirect-absolute", allow_redirects=False)
+        assert (status, headers["Location"]) == (301, f"{relay.http_url}/echo/sub/?x=1")
 
         status, _, headers, body = await call(relay, tp, "HEAD", "/info/h")
         assert (status, body) == (200, b"")
@@ -225,6 +236,37 @@ async def test_expose_an_asgi_app_by_module_name(relay: Relay, tp: TokenProvider
         load_asgi_app("no_such_module_here:app")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="expose passes the local HEAD response's Content-Length on, but the relay drops it "
+    "(RESPONSE_SKIP in src/hyco/server/httpforward.py, being reshaped in another branch); remove this mark "
+    "when the relay keeps a HEAD response's Content-Length",
+)
+async def test_head_keeps_the_content_length_a_get_would_have(relay: Relay, tp: TokenProvider):
+    async with local_server() as url, exposing(relay, tp, target=url):
+        status, _, headers, body = await call(relay, tp, "HEAD", "/sized")
+    assert (status, headers.get("Content-Length"), body) == (200, "1234", b"")
+
+
+@pytest.mark.parametrize(
+    ("location", "base", "public"),
+    [
+        ("/sub/", "http://localhost:8000", "/web/sub/"),
+        ("/", "http://localhost:8000", "/web/"),
+        ("http://localhost:8000/a?b=1#c", "http://localhost:8000", "https://ns.example/web/a?b=1#c"),
+        ("/app/x", "http://localhost:8000/app", "/web/x"),
+        ("/app", "http://localhost:8000/app", "/web/"),
+        ("/other", "http://localhost:8000/app", "/other"),  # outside the exposed base: unchanged
+        ("https://elsewhere.example/", "http://localhost:8000", "https://elsewhere.example/"),
+        ("next/page", "http://localhost:8000", "next/page"),  # relative: resolves by itself
+    ],
+)
+def test_redirect_locations_keep_the_public_prefix(location: str, base: str, public: str) -> None:
+    from hyco.tools.expose import _public_location
+
+    assert _public_location(location, base, "/web", "https://ns.example") == public
+
+
 def test_normalize_target() -> None:
     assert normalize_target("8000") == "http://localhost:8000"
     assert normalize_target("example.test:81") == "http://example.test:81"
@@ -290,3 +332,47 @@ async def test_plain_aiohttp_sender_without_sdk(relay: Relay, tp: TokenProvider)
         async with r:
             assert r.status == 200
             assert (await r.json())["method"] == "PUT"
+
+
+async def test_cli_expose_shows_the_traceback_of_a_failing_asgi_route(
+    relay: Relay, tp: TokenProvider, tmp_path: Path
+):
+    (tmp_path / "failing_app_mod.py").write_text(
+        textwrap.dedent(
+            """
+            async def app(scope, receive, send):
+                if scope["type"] == "http":
+                    raise ValueError("the route broke here")
+            """
+        )
+    )
+    cs = f"Endpoint={relay.url}/;EntityPath=echo;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY}"
+    process = await asyncio.create_subprocess_exec(
+        *HYCO,
+        "expose",
+        "--asgi",
+        "failing_app_mod:app",
+        "--app-dir",
+        str(tmp_path),
+        "-x",
+        cs,
+        env={"PATH": "", "PYTHONPATH": ":".join(sys.path)},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(3 * TIMEOUT):
+            while b"online" not in await process.stderr.readline():
+                pass
+            status, _, _, _ = await call(relay, tp, "GET", "/boom")
+            assert status == 500
+            lines = []
+            while not lines or b"ValueError: the route broke here" not in lines[-1]:
+                line = await process.stderr.readline()
+                assert line, b"".join(lines)
+                lines.append(line)
+        assert any(b"Traceback (most recent call last)" in line for line in lines)
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), TIMEOUT)

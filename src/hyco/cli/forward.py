@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib
-import logging
-import os
-import signal
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 
+from hyco.cli._errors import logging_options, setup_logging, user_errors
 from hyco.cli._loop import run
-from hyco.cli.token import ssl_setting, tls_options
-from hyco.exceptions import (
-    AuthorizationFailed,
-    EndpointNotFound,
-    Forbidden,
-    HycoError,
-    InvalidInput,
-)
+from hyco.cli._options import PS_NOTE, ClientOptions, client_options
+from hyco.exceptions import InvalidInput
 from hyco.tools.forward import (
     DEFAULT_TARGET_CONNECT_TIMEOUT,
     DEFAULT_UDP_IDLE_TIMEOUT,
     Forwarder,
-    ForwardError,
     LocalForward,
     Protocol,
     RelayCredentials,
@@ -209,47 +197,16 @@ def load_config(path: Path) -> dict[str, Any]:
     return settings
 
 
-def _setup_logging(verbose: int, quiet: bool, level: str | None) -> None:
-    if quiet:
-        chosen = logging.ERROR
-    elif verbose:
-        chosen = logging.DEBUG
-    else:
-        named = (level or "INFO").upper()
-        chosen = {"VERBOSE": logging.DEBUG, "FATAL": logging.CRITICAL, "QUIET": logging.ERROR}.get(
-            named, getattr(logging, named, logging.INFO) if named.isalpha() else logging.INFO
-        )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    tools = logging.getLogger("hyco.tools")
-    tools.handlers[:] = [handler]
-    tools.setLevel(chosen)
-    tools.propagate = False
-    if verbose:
-        logging.getLogger("hyco.client").addHandler(handler)
-        logging.getLogger("hyco.client").setLevel(logging.DEBUG)
-
-
 async def _run(forwarder: Forwarder) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     await forwarder.start()
     try:
-        serving = asyncio.ensure_future(forwarder.wait_closed())
-        stopping = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (serving, stopping):
-            task.cancel()
-        if serving in done and not serving.cancelled():
-            serving.result()
+        await forwarder.wait_closed()
     finally:
         await forwarder.close()
 
 
-_EPILOG = """\b
+_EPILOG = (
+    """\b
 Examples:
   # next to the service (remote side): relay "ssh" -> localhost:22
   hyco forward -R ssh:22 -x "Endpoint=sb://NS.servicebus.windows.net/;SharedAccessKeyName=...;SharedAccessKey=..."
@@ -269,8 +226,10 @@ Examples:
   # many mappings from a file (TOML, or azbridge's YAML with PyYAML installed)
   hyco forward --config bridge.toml
 \b
-Exit status: 0 stopped by a signal, 1 error (bad credentials, port in use, ...), 2 usage.
+Exit status: 0 stopped by SIGTERM, 1 error (bad credentials, port in use, ...), 2 usage, 130 Ctrl-C.
 """
+    + PS_NOTE
+)
 
 
 @click.command(name="forward", epilog=_EPILOG)
@@ -290,18 +249,7 @@ Exit status: 0 stopped by a signal, 1 error (bad credentials, port in use, ...),
     metavar="RELAY:[HOST:]PORT[/udp] | RELAY:SOCKET",
     help="Listen on hybrid connection RELAY and connect each stream to HOST:PORT or SOCKET. Repeatable.",
 )
-@click.option(
-    "-x",
-    "--connection-string",
-    metavar="CONNSTR",
-    help="Relay connection string (or env HYCO_CONNECTION_STRING / AZURE_BRIDGE_CONNECTIONSTRING).",
-)
-@click.option(
-    "-E", "--endpoint", metavar="URI", help="Relay namespace URI; overrides the connection string's."
-)
-@click.option("-K", "--key-name", metavar="NAME", help="Shared access rule name (overrides -x).")
-@click.option("-k", "--key", metavar="KEY", help="Shared access key (overrides -x).")
-@click.option("-s", "-S", "--sas", metavar="TOKEN", help="A ready shared access signature (overrides -x).")
+@client_options(azbridge=True, path=False)
 @click.option(
     "-f",
     "-F",
@@ -326,27 +274,20 @@ Exit status: 0 stopped by a signal, 1 error (bad credentials, port in use, ...),
     default=None,
     help=f"Seconds of silence that end a UDP session ({DEFAULT_UDP_IDLE_TIMEOUT:g}).",
 )
-@tls_options
-@click.option("--proxy", help="HTTP proxy URL, e.g. http://proxy:3128 (CONNECT for TLS).")
-@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@logging_options
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.pass_context
 def command(
+    ctx: click.Context,
     local: tuple[str, ...],
     remote: tuple[str, ...],
-    connection_string: str | None,
-    endpoint: str | None,
-    key_name: str | None,
-    key: str | None,
-    sas: str | None,
     config_file: Path | None,
     gateway_ports: bool,
     bind_address: str | None,
     connect_timeout: float | None,
     udp_idle_timeout: float | None,
-    ca_file: str | None,
-    insecure: bool,
-    proxy: str | None,
     verbose: int,
+    log_level: str | None,
     quiet: bool,
 ) -> None:
     """Forward TCP ports, UDP ports and unix sockets through a relay, the way azbridge does.
@@ -355,36 +296,40 @@ def command(
     same hybrid connection (RELAY) on the same relay namespace. Settings come from flags, then the
     environment, then the config file. Each connection is logged (bytes each way, duration, how it ended).
     """
-    try:
+    options = ClientOptions.of(ctx)
+    with user_errors(options.scrub):
         settings = load_config(config_file) if config_file else {"local": [], "remote": []}
-    except (InvalidInput, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    _setup_logging(verbose, quiet, settings.get("log_level"))
-    gateway = gateway_ports or bool(settings.get("gateway_ports"))
-    try:
-        locals_ = [
-            *settings["local"],
-            *(LocalForward.parse(t, default_bind_address="" if gateway else "127.0.0.1") for t in local),
-        ]
-        remotes = [*settings["remote"], *(RemoteForward.parse(t) for t in remote)]
-    except InvalidInput as exc:
-        raise click.UsageError(str(exc)) from exc
-    if not locals_ and not remotes:
-        raise click.UsageError("nothing to forward: give -L and/or -R (or a --config file with mappings)")
-    env_cs = next((os.environ[name] for name in CONNECTION_STRING_ENV if os.environ.get(name)), None)
-    client_options: dict[str, Any] = {"ssl": ssl_setting(ca_file, insecure)}
-    if proxy:
-        client_options["proxy"] = proxy
-    timeout = connect_timeout if connect_timeout is not None else settings.get("connect_timeout")
-    idle = udp_idle_timeout if udp_idle_timeout is not None else settings.get("udp_idle_timeout")
-    try:
+        options.scrub.secrets.extend(
+            str(settings[k]) for k in ("connection_string", "key", "sas") if settings.get(k)
+        )
+        setup_logging(
+            options.scrub,
+            verbose=verbose,
+            level="error" if quiet else log_level or settings.get("log_level"),
+        )
+        gateway = gateway_ports or bool(settings.get("gateway_ports"))
+        try:
+            locals_ = [
+                *settings["local"],
+                *(LocalForward.parse(t, default_bind_address="" if gateway else "127.0.0.1") for t in local),
+            ]
+            remotes = [*settings["remote"], *(RemoteForward.parse(t) for t in remote)]
+        except InvalidInput as exc:
+            raise click.UsageError(str(exc)) from exc
+        if not locals_ and not remotes:
+            raise click.UsageError("nothing to forward: give -L and/or -R (or a --config file with mappings)")
+        client_settings: dict[str, Any] = {"ssl": options.ssl_setting()}
+        if options.proxy:
+            client_settings["proxy"] = options.proxy
+        timeout = connect_timeout if connect_timeout is not None else settings.get("connect_timeout")
+        idle = udp_idle_timeout if udp_idle_timeout is not None else settings.get("udp_idle_timeout")
         credentials = RelayCredentials.from_connection_string(
-            connection_string or env_cs or settings.get("connection_string"),
-            endpoint=endpoint or settings.get("endpoint"),
-            key_name=key_name or settings.get("key_name"),
-            key=key or settings.get("key"),
-            sas=sas or settings.get("sas"),
-            client_options=client_options,
+            options.connection_string_text(CONNECTION_STRING_ENV[1:]) or settings.get("connection_string"),
+            endpoint=options.address or settings.get("endpoint"),
+            key_name=options.key_name or settings.get("key_name"),
+            key=options.key or settings.get("key"),
+            sas=options.sas or settings.get("sas"),
+            client_options=client_settings,
         )
         if remotes and credentials.token_provider is None:
             raise click.UsageError(
@@ -401,18 +346,3 @@ def command(
             bind_address=bind_address or settings.get("bind_address"),
         )
         run(_run(forwarder))
-    except KeyboardInterrupt:
-        pass
-    except (AuthorizationFailed, Forbidden) as exc:
-        raise click.ClickException(
-            f"the relay refused the credentials: {exc}. Check the connection string's SharedAccessKeyName "
-            "and SharedAccessKey (-R needs the Listen right, -L the Send right)."
-        ) from exc
-    except EndpointNotFound as exc:
-        raise click.ClickException(
-            f"{exc}. Check the relay name: it must be an existing hybrid connection on this namespace."
-        ) from exc
-    except ForwardError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except HycoError as exc:
-        raise click.ClickException(str(exc)) from exc

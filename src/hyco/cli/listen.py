@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 
 import click
 
+from hyco.cli._errors import logging_options, setup_logging, user_errors
 from hyco.cli._loop import run
+from hyco.cli._options import PS_NOTE, ClientOptions, client_options
+from hyco.cli._status import ListenerStatus
 from hyco.cli.send import pipe_stream
-from hyco.cli.token import credential_options, make_token_provider, ssl_setting, tls_options
 from hyco.client.listener import HybridConnectionListener
 from hyco.client.stream import HybridConnectionStream
 from hyco.exceptions import HycoError
@@ -65,11 +68,15 @@ async def _exec(stream: HybridConnectionStream, shell_command: str) -> None:
 
 
 async def _serve(
-    listener: HybridConnectionListener, mode: str, shell_command: str | None, once: bool
+    listener: HybridConnectionListener,
+    status: ListenerStatus,
+    mode: str,
+    shell_command: str | None,
+    once: bool,
 ) -> None:
     tasks: set[asyncio.Task[None]] = set()
     async with listener:
-        _status(f"listening on {listener.address} ({listener.state.value})")
+        status.opened(listener)
         try:
             async for stream in listener:
                 _status(f"accepted {stream.tracking_id}")
@@ -91,27 +98,35 @@ async def _serve(
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@click.command(name="listen")
-@credential_options
-@tls_options
+_EPILOG = f"""\b
+Examples:
+  export HYCO_CONNECTION_STRING='Endpoint=ws://127.0.0.1:9350/;SharedAccessKeyName=...;SharedAccessKey=...;EntityPath=echo'
+  hyco listen --echo
+  hyco listen --exec 'tr a-z A-Z'
+  hyco listen -a sb://ns.example/echo -K listen -k "$KEY" > received.bin
+
+\b
+Exit status: 0 done, 1 error, 2 usage, 130 interrupted (Ctrl-C).
+{PS_NOTE}
+"""
+
+
+@click.command(name="listen", epilog=_EPILOG)
+@client_options()
 @click.option("--echo", "mode", flag_value="echo", help="Echo every connection back to its sender.")
 @click.option("--exec", "shell_command", metavar="COMMAND", help="Run COMMAND per connection, piped to it.")
 @click.option("--once", is_flag=True, help="Stop after the first connection ends.")
-@click.option("--proxy", help="HTTP proxy URL, e.g. http://proxy:3128 (CONNECT for TLS).")
+@logging_options
+@click.pass_context
 def command(
-    address: str,
-    path: str | None,
-    key_name: str,
-    key: str | None,
-    sas: str | None,
-    ca_file: str | None,
-    insecure: bool,
+    ctx: click.Context,
     mode: str | None,
     shell_command: str | None,
     once: bool,
-    proxy: str | None,
+    verbose: int,
+    log_level: str | None,
 ) -> None:
-    """Listen on ADDRESS and serve each relayed connection.
+    """Listen on a hybrid connection and serve each relayed connection.
 
     \b
     default      pipe the first connection to stdout/stdin, then exit
@@ -120,26 +135,13 @@ def command(
 
     The listener reconnects by itself if the relay goes away; status lines go to stderr.
     """
+    options = ClientOptions.of(ctx)
+    setup_logging(options.scrub, verbose=verbose, level=log_level, default=logging.ERROR)
     if mode == "echo" and shell_command:
         raise click.UsageError("use either --echo or --exec")
     chosen = "exec" if shell_command else mode or "stdio"
-
-    def report(listener: HybridConnectionListener) -> None:
-        error = f": {listener.last_error}" if listener.last_error and not listener.is_online else ""
-        _status(f"{listener.state.value}{error}")
-
-    try:
-        listener = HybridConnectionListener(
-            address,
-            make_token_provider(key_name, key, sas),
-            path=path,
-            ssl=ssl_setting(ca_file, insecure),
-            proxy=proxy,
-            on_online=report,
-            on_offline=report,
-        )
-        run(_serve(listener, chosen, shell_command, once))
-    except KeyboardInterrupt:
-        _status("interrupted")
-    except HycoError as exc:
-        raise click.ClickException(str(exc)) from exc
+    status = ListenerStatus(options.scrub)
+    with user_errors(options.scrub, lambda: options.entity):
+        target = options.resolve()
+        listener = status.listener(target)
+        run(_serve(listener, status, chosen, shell_command, once))

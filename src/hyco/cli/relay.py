@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import logging
 import os
-import signal
+import shlex
+import shutil
 import ssl
 import sys
 from pathlib import Path
@@ -15,11 +14,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from hyco.cli._errors import Scrubber, logging_options, setup_logging
 from hyco.cli._loop import run
 from hyco.exceptions import InvalidConfig
 
 if TYPE_CHECKING:
-    from hyco.server.config import RelayConfig
+    from hyco.server.config import AuthorizationRule, RelayConfig
 
 __all__ = ["command"]
 
@@ -36,10 +36,12 @@ Examples:
   hyco relay --listen 0.0.0.0:9350 --public-url ws://relay.lan:9350
   hyco relay --self-signed localhost          TLS (wss://) with a development certificate
   hyco relay --config relay.toml              everything from a file (docs/configuration.md)
+  export HYCO_CONNECTION_STRING="$(hyco relay --print-connection-string);EntityPath=echo"
 
 \b
 Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_LOG_LEVEL
 (command-line options win over the environment, the environment over the file).
+Exit status: 0 stopped by SIGTERM, 1 error (config, port in use), 2 usage, 130 Ctrl-C.
 """
 
 
@@ -73,19 +75,22 @@ Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_LOG_
     help="Where the default configuration and development certificates live [~/.local/share/hyco].",
 )
 @click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    default="info",
-    envvar="HYCO_LOG_LEVEL",
-    show_default=True,
+    "--print-connection-string",
+    "print_only",
+    is_flag=True,
+    help="Print the connection string clients use (as the banner does) and exit without starting; creates "
+    "DATA_DIR/relay.toml like a first start when it is missing.",
 )
+@logging_options
 def command(
     config_path: Path | None,
     listen: str | None,
     public_url: str | None,
     self_signed: tuple[str, ...],
     data_dir: Path | None,
-    log_level: str,
+    print_only: bool,
+    verbose: int,
+    log_level: str | None,
 ) -> None:
     """Run a Hybrid Connections relay.
 
@@ -94,11 +99,8 @@ def command(
     """
     from hyco.server import config as cfg
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    scrub = Scrubber()
+    setup_logging(scrub, verbose=verbose, level=log_level)
     explicit_dir = data_dir
     data_dir = data_dir or default_data_dir()
     try:
@@ -120,10 +122,38 @@ def command(
         if self_signed:
             server = dataclasses.replace(server, tls=cfg.TlsConfig(self_signed=self_signed))
         config = dataclasses.replace(config, server=server)
+        scrub.secrets.extend(_keys(config))
+        if print_only:
+            click.echo(_connection_string(_public(config, None), config))
+            return
         ssl_context, ca_path = _tls(config, server.data_dir or data_dir)
     except InvalidConfig as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(scrub(str(exc))) from None
+    if not _rules(config):
+        click.echo(
+            "warning: the configuration has no authorization rules: no listener can authenticate, so nothing "
+            "can be relayed. Add an [[authorization_rules]] entry (docs/configuration.md).",
+            err=True,
+        )
     _run(config, ssl_context, config_path, created_path, ca_path)
+
+
+def _keys(config: RelayConfig) -> list[str]:
+    """Every key in the configuration (only the banner may show one)."""
+    return [
+        key.value
+        for rule in _rules(config)
+        for key in (rule.primary_key, rule.secondary_key)
+        if key is not None
+    ]
+
+
+def _rules(config: RelayConfig) -> list[AuthorizationRule]:
+    """Namespace rules and every hybrid connection's rules."""
+    return [
+        *config.authorization_rules,
+        *(r for hc in config.hybrid_connections for r in hc.authorization_rules),
+    ]
 
 
 def _tls(config: RelayConfig, data_dir: Path) -> tuple[ssl.SSLContext | None, Path | None]:
@@ -135,43 +165,84 @@ def _tls(config: RelayConfig, data_dir: Path) -> tuple[ssl.SSLContext | None, Pa
     return context, minted.ca if minted else None
 
 
+def _public(config: RelayConfig, relay_url: str | None) -> str:
+    """How clients reach the relay: ``public_url``, else the bound URL (else, before binding, the configured
+    address)."""
+    if config.server.public_url:
+        return config.server.public_url
+    if relay_url:
+        return relay_url
+    scheme = "wss" if config.server.tls else "ws"
+    return f"{scheme}://{config.server.host}:{config.server.port}"
+
+
+def _connection_string(public: str, config: RelayConfig) -> str:
+    """The connection string of the first rule that may listen (sb:// for TLS, ws:// for plain).
+
+    Raises:
+        InvalidConfig: no namespace rule has the Listen right.
+    """
+    from hyco.protocol.connection_string import RelayConnectionString
+    from hyco.protocol.sas import Right
+
+    endpoint = public.replace("wss://", "sb://", 1).replace("https://", "sb://", 1)
+    endpoint = endpoint.replace("http://", "ws://", 1)
+    rule = next(
+        (r for r in config.authorization_rules if r.rights & {Right.LISTEN, Right.MANAGE}),
+        None,
+    )
+    if rule is None:
+        raise InvalidConfig("no namespace authorization rule has the Listen or Manage right")
+    return str(
+        RelayConnectionString(
+            endpoint=f"{endpoint.rstrip('/')}/",
+            shared_access_key_name=rule.name,
+            shared_access_key=rule.primary_key.value,
+        )
+    )
+
+
+def invocation() -> str:
+    """How the user can run this same hyco again from a shell: ``hyco`` when that is on PATH and is this
+    program, else the full path of the script that started us, else ``python -m hyco``."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name in ("hyco", "hyco.exe"):
+        found = shutil.which("hyco")
+        if found and Path(found).resolve() == argv0.resolve():
+            return "hyco"
+        if argv0.exists():
+            return shlex.quote(str(argv0.resolve()))
+    return f"{shlex.quote(sys.executable)} -m hyco"
+
+
 def _banner(
     relay_url: str, config: RelayConfig, config_path: Path | None, created: Path | None, ca: Path | None
 ) -> None:
-    from hyco.protocol.connection_string import RelayConnectionString
-
-    public = config.server.public_url or relay_url
-    endpoint = public.replace("wss://", "sb://", 1).replace("https://", "sb://", 1)
-    endpoint = endpoint.replace("http://", "ws://", 1)
+    public = _public(config, relay_url)
     out = click.echo
     out(f"hyco relay ready on {relay_url}")
     if created:
         out(f"  created configuration with a new key: {created}")
     elif config_path:
         out(f"  configuration: {config_path}")
+    trust = ""
     if ca:
+        trust = f" --ca-file {shlex.quote(str(ca))}"
         out(f"  development CA (trust it): {ca}")
-        out(f"    Node: NODE_EXTRA_CA_CERTS={ca}    Python: SSL_CERT_FILE={ca} or hyco's ca= option")
-    rule = next(
-        (
-            r
-            for r in config.authorization_rules
-            if "Listen" in {x.value for x in r.rights} or "Manage" in {x.value for x in r.rights}
-        ),
-        None,
-    )
-    if rule is not None:
-        conn = RelayConnectionString(
-            endpoint=f"{endpoint}/",
-            shared_access_key_name=rule.name,
-            shared_access_key=rule.primary_key.value,
-        )
+        out(f"    hyco: --ca-file {ca}    Python SDK: ca_file='{ca}'    Node: NODE_EXTRA_CA_CERTS={ca}")
+    try:
+        conn = _connection_string(public, config)
+    except InvalidConfig:
+        conn = None
+    if conn is not None:
         out("  connection string (add ;EntityPath=NAME for one hybrid connection):")
         out(f"    {conn}")
         if config.server.create_on_listen:
-            out("  try it:")
-            out(f"    hyco listen '{conn};EntityPath=echo' --echo &")
-            out(f"    echo hello | hyco send '{conn};EntityPath=echo'")
+            hyco = invocation()
+            out("  try it (in another terminal; prints hello):")
+            out(f"    export HYCO_CONNECTION_STRING='{conn};EntityPath=echo'")
+            out(f"    {hyco} listen --echo{trust} &")
+            out(f"    echo hello | {hyco} send --wait{trust}")
     paths = [hc.path for hc in config.hybrid_connections]
     if paths:
         out(f"  hybrid connections: {', '.join(paths)}")
@@ -191,16 +262,14 @@ def _run(
     from hyco.server import serve
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         try:
             async with serve(config, ssl_context=ssl_context) as relay:
                 _banner(relay.url, config, config_path, created, ca)
-                await stop.wait()
-                click.echo("shutting down: closing control channels and connections ...", err=True)
+                try:
+                    await asyncio.Event().wait()  # until a signal cancels this (cli._loop)
+                except asyncio.CancelledError:
+                    click.echo("shutting down: closing control channels and connections ...", err=True)
+                    raise
         except OSError as exc:
             raise click.ClickException(
                 f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"

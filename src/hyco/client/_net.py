@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -93,6 +94,39 @@ def error_for_status(status: int, reason: str, what: str) -> RelayError:
     return RelayError(text, http_status=status)
 
 
+def _unreachable(exc: BaseException, url: str) -> str:
+    """Why the relay could not be reached, with the next step for the two TLS mistakes newcomers make."""
+    netloc = urlsplit(url).netloc
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return (
+            f"the TLS certificate of {netloc} is not trusted ({exc.certificate_error}); trust the CA that "
+            "signed it: ca_file= in the SDK, --ca-file on the command line (a relay started with "
+            "--self-signed prints the path of its ca.pem)"
+        )
+    if any(
+        isinstance(e, ssl_module.SSLError) and getattr(e, "reason", None) in _PLAIN_PEER_REASONS
+        for e in _chain(exc)
+    ):
+        return (
+            f"{netloc} does not speak TLS: the relay is plain ws://; use a ws:// address (not sb:// or "
+            "wss://), or start the relay with TLS (hyco relay --self-signed HOST, or [server.tls])"
+        )
+    return f"could not reach the relay ({exc})"
+
+
+#: OpenSSL's reasons when the peer answers a TLS hello with plain HTTP (OpenSSL 1.1/3.x).
+_PLAIN_PEER_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = getattr(current, "os_error", None) or current.__cause__ or current.__context__
+    return seen
+
+
 def _reason_tracer() -> tuple[aiohttp.TraceConfig, dict[str, Any]]:
     # aiohttp drops the reason phrase when a WebSocket handshake fails; the relay puts the description (and
     # a listener its rejection reason) there, so capture it from the response as it arrives.
@@ -164,7 +198,7 @@ async def open_websocket(
         raise RelayTimeout(f"{what} timed out after {handshake_timeout} s", http_status=408) from exc
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         await session.close()
-        raise ConnectionLost(f"{what} failed: could not reach the relay ({exc})") from exc
+        raise ConnectionLost(f"{what} failed: {_unreachable(exc, url)}") from exc
     except BaseException:
         await session.close()
         raise

@@ -80,7 +80,8 @@ class TokenProvider:
     Example::
 
         tp = TokenProvider.from_shared_access_key("RootManageSharedAccessKey", key)
-        token = await tp.get_token("http://relay.example/echo/")
+        token = await tp.token_for("sb://relay.example/echo")          # the SAS text
+        security_token = await tp.get_token("http://relay.example/echo/")  # with its expiry times
     """
 
     def __init__(
@@ -219,6 +220,26 @@ class TokenProvider:
             token = await self._obtain(audience, ttl)
             self._cache[key] = token
             return token
+
+    async def token_for(self, address: str, valid_for: float | None = None) -> str:
+        """The SAS token text for a hybrid connection: the one call for a ``ServiceBusAuthorization`` header.
+
+        Example::
+
+            tokens = TokenProvider.from_shared_access_key("RootManageSharedAccessKey", key)
+            header = await tokens.token_for("sb://ns.example/echo")   # "SharedAccessSignature sr=..."
+
+        Args:
+            address: the hybrid connection in any form the SDK takes (``sb://``, ``wss://``, ``https://``,
+                ``ws://``, ``http://``; a ``/$hc/`` prefix, port and query are ignored). The audience is
+                built from it as the .NET SDK builds it (:func:`normalize_audience`).
+            valid_for: wanted lifetime in seconds (default: the provider's token TTL).
+
+        Raises:
+            InvalidInput: ``address`` has no host.
+            InvalidToken: the source returned something that is not a SAS token.
+        """
+        return (await self.get_token(normalize_audience(address), valid_for)).token
 
     async def _obtain(self, audience: str, ttl: float) -> SecurityToken:
         source = self._source

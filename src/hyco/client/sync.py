@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from hyco.client import credentials as _acredentials
 from hyco.client import listener as _alistener
 from hyco.client import sender as _asender
 from hyco.client import stream as _astream
-from hyco.client.credentials import TokenProvider
+from hyco.client.credentials import SecurityToken, TokenSource
 from hyco.client.listener import AcceptContext, ListenerState
 from hyco.exceptions import HycoError, LocalProtocolError, RelayTimeout
+from hyco.protocol.connection_string import RelayConnectionString
 from hyco.protocol.messages import RemoteEndpoint
 
 __all__ = [
@@ -193,11 +196,84 @@ class HybridConnectionStream:
         self.close()
 
 
+class TokenProvider:
+    """Blocking twin of :class:`hyco.client.credentials.TokenProvider`: the same ``from_*`` constructors,
+    and ``get_token`` / ``token_for`` block and return the token.
+
+    The blocking clients take either this or the asyncio provider.
+
+    Example::
+
+        tokens = TokenProvider.from_shared_access_key("RootManageSharedAccessKey", key)
+        header = tokens.token_for("sb://ns.example/echo")   # "SharedAccessSignature sr=..."
+    """
+
+    def __init__(self, provider: _acredentials.TokenProvider) -> None:
+        self.provider = provider
+
+    def __repr__(self) -> str:
+        return repr(self.provider).replace("<", "<sync ", 1)
+
+    @classmethod
+    def from_shared_access_key(
+        cls,
+        key_name: str,
+        key: str,
+        *,
+        token_ttl: float = _acredentials.DEFAULT_TOKEN_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> TokenProvider:
+        """Sign tokens locally with a shared access rule; raises as the asyncio one."""
+        return cls(
+            _acredentials.TokenProvider.from_shared_access_key(
+                key_name, key, token_ttl=token_ttl, clock=clock
+            )
+        )
+
+    @classmethod
+    def from_sas(cls, token: str, *, clock: Callable[[], float] = time.time) -> TokenProvider:
+        """Hand out one fixed SAS token; raises as the asyncio one."""
+        return cls(_acredentials.TokenProvider.from_sas(token, clock=clock))
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str | RelayConnectionString, *, clock: Callable[[], float] = time.time
+    ) -> TokenProvider | None:
+        """The provider a connection string's credentials give, or None; raises as the asyncio one."""
+        provider = _acredentials.TokenProvider.from_connection_string(connection_string, clock=clock)
+        return None if provider is None else cls(provider)
+
+    @classmethod
+    def from_callable(cls, source: TokenSource, *, clock: Callable[[], float] = time.time) -> TokenProvider:
+        """Ask ``source(audience, valid_for)`` for each token (sync callables run in a worker thread)."""
+        return cls(_acredentials.TokenProvider.from_callable(source, clock=clock))
+
+    @property
+    def renewable(self) -> bool:
+        """Whether asking again can yield a fresher token (false for a fixed SAS string)."""
+        return self.provider.renewable
+
+    def get_token(self, audience: str, valid_for: float | None = None) -> SecurityToken:
+        """A token for ``audience`` (blocks); see the asyncio ``get_token``."""
+        return _run(self.provider.get_token(audience, valid_for))
+
+    def token_for(self, address: str, valid_for: float | None = None) -> str:
+        """The SAS token text for a hybrid connection address (blocks); see the asyncio ``token_for``."""
+        return _run(self.provider.token_for(address, valid_for))
+
+
+AnyTokenProvider = TokenProvider | _acredentials.TokenProvider
+
+
+def _core_provider(token_provider: AnyTokenProvider | None) -> _acredentials.TokenProvider | None:
+    return token_provider.provider if isinstance(token_provider, TokenProvider) else token_provider
+
+
 class HybridConnectionClient:
     """Blocking twin of :class:`hyco.client.sender.HybridConnectionClient`; same arguments."""
 
-    def __init__(self, address: str, token_provider: TokenProvider | None = None, **kwargs: Any) -> None:
-        self._client = _asender.HybridConnectionClient(address, token_provider, **kwargs)
+    def __init__(self, address: str, token_provider: AnyTokenProvider | None = None, **kwargs: Any) -> None:
+        self._client = _asender.HybridConnectionClient(address, _core_provider(token_provider), **kwargs)
 
     def __repr__(self) -> str:
         return repr(self._client).replace("<", "<sync ", 1)
@@ -231,7 +307,7 @@ class HybridConnectionListener:
     def __init__(
         self,
         address: str,
-        token_provider: TokenProvider | None = None,
+        token_provider: AnyTokenProvider | None = None,
         *,
         accept_handler: Callable[[AcceptContext], bool | None] | None = None,
         on_connecting: Callback | None = None,
@@ -255,7 +331,7 @@ class HybridConnectionListener:
         async def build() -> _alistener.HybridConnectionListener:
             return _alistener.HybridConnectionListener(
                 address,
-                token_provider,
+                _core_provider(token_provider),
                 accept_handler=handler,
                 on_connecting=wrap(on_connecting),
                 on_online=wrap(on_online),

@@ -23,6 +23,8 @@ _KEYS = {
 }
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?$")
 DEFAULT_OPERATION_TIMEOUT = 60.0
+#: What a connection string key looks like (anything else is not echoed in errors: it may be a secret).
+_KEY_NAME = re.compile(r"^[A-Za-z][A-Za-z_]{0,39}$")
 #: TimeSpan ticks per second.
 _TICKS = 10_000_000
 
@@ -99,18 +101,21 @@ class RelayConnectionString:
                 or an invalid combination. The message never contains a key or a signature.
         """
         values: dict[str, str] = {}
-        for part in text.split(";"):
+        for number, part in enumerate(text.split(";"), start=1):
             if not part.strip():
                 continue
             key, sep, value = part.partition("=")
             name = key.strip().lower()
             if not sep:
+                # By number, not by text: the part may be a mistyped key ("SharedAccessKey:...").
                 raise InvalidConnectionString(
-                    f"part {key.strip()[:40]!r} of the connection string has no '='"
+                    f"part {number} of the connection string has no '=' (each part is Name=value)"
                 )
             if name not in _KEYS:
+                # Name the key only when it looks like one: "SharedAccessKey:secret=" must not be shown.
+                shown = repr(key.strip()) if _KEY_NAME.match(key.strip()) else f"in part {number}"
                 raise InvalidConnectionString(
-                    f"unknown connection string key {key.strip()!r}; expected one of Endpoint, "
+                    f"unknown connection string key {shown}; expected one of Endpoint, "
                     "EntityPath, SharedAccessKeyName, SharedAccessKey, SharedAccessSignature, "
                     "OperationTimeout, Authentication"
                 )

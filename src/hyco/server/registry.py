@@ -151,13 +151,14 @@ class Registry:
         entity of the same path wins).
 
         Raises:
-            QuotaExceeded: the namespace already has ``max_hybrid_connections``.
+            QuotaExceeded: the namespace already has ``max_hybrid_connections``, none of them an idle
+                auto-created one that could make room.
         """
         key = hc.path.lower()
         existing = self._by_path.get(key)
         if existing is not None:
             return existing
-        if len(self._by_path) >= self._max:
+        if len(self._by_path) >= self._max and not self._evict_idle():
             raise QuotaExceeded(
                 f"the namespace already has {self._max} hybrid connections, the most allowed."
             )
@@ -165,6 +166,22 @@ class Registry:
         return hc
 
     def release(self, hc: HybridConnection) -> None:
-        """Forget an auto-created hybrid connection once its last listener is gone (configured ones stay)."""
-        if hc.auto_created and not (hc.listeners or hc.reserved) and self._by_path.get(hc.path.lower()) is hc:
-            del self._by_path[hc.path.lower()]
+        """Note that a listener left ``hc``.
+
+        An auto-created hybrid connection stays known after its last listener left, so a sender is told "There
+        are no listeners connected" (Azure's answer for an entity without listeners, protocol.md 3.4) rather
+        than "Endpoint does not exist", which would send the user looking for a typo. Idle auto-created
+        entities only give way when a new one needs their slot (:meth:`register`), the longest idle first:
+        this moves ``hc`` to the end of that order.
+        """
+        key = hc.path.lower()
+        if hc.auto_created and not (hc.listeners or hc.reserved) and self._by_path.get(key) is hc:
+            self._by_path[key] = self._by_path.pop(key)
+
+    def _evict_idle(self) -> bool:
+        """Forget the longest idle auto-created hybrid connection; False if every one has listeners."""
+        for key, hc in self._by_path.items():
+            if hc.auto_created and not (hc.listeners or hc.reserved):
+                del self._by_path[key]
+                return True
+        return False

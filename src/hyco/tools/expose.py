@@ -63,6 +63,41 @@ _REQUEST_SKIP = {
 }
 #: Never sent back to the relay (it frames the body and adds its own).
 _RESPONSE_SKIP = {"connection", "keep-alive", "transfer-encoding", "content-length", "trailer", "upgrade"}
+#: A HEAD response has no body to frame: its Content-Length is the size a GET would send, so keep it.
+_HEAD_RESPONSE_SKIP = _RESPONSE_SKIP - {"content-length"}
+
+
+def _public_location(location: str, base: str, prefix: str, public_origin: str) -> str:
+    """A local server's redirect target as the sender must see it.
+
+    The local app knows nothing of the hybrid connection's path: its ``Location: /sub/`` (or
+    ``http://localhost:8000/sub/``) must become ``/web/sub/`` (``https://ns.example/web/sub/``), or the sender
+    leaves the exposed site. Targets outside the local base URL, on other hosts, or relative ones pass as
+    they are.
+
+    Args:
+        location: the ``Location`` header from the local server.
+        base: the local base URL (:func:`normalize_target`), e.g. ``http://localhost:8000/app``.
+        prefix: the public path prefix, e.g. ``/web``.
+        public_origin: the public ``scheme://host``.
+    """
+    local = urlsplit(base)
+    target = urlsplit(location)
+    if target.scheme or target.netloc:
+        if (target.scheme, target.netloc) != (local.scheme, local.netloc):
+            return location  # another site
+        origin = public_origin
+    elif location.startswith("/"):
+        origin = ""
+    else:
+        return location  # relative: resolves against the public URL by itself
+    path = target.path or "/"
+    if local.path and path != local.path and not path.startswith(local.path + "/"):
+        return location  # outside the exposed base path: not reachable through the relay
+    rest = path[len(local.path) :] or "/"
+    query = f"?{target.query}" if target.query else ""
+    fragment = f"#{target.fragment}" if target.fragment else ""
+    return f"{origin}{prefix.rstrip('/')}{rest}{query}{fragment}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +240,18 @@ def local_proxy_handler(
             error = f"hyco expose could not reach the local server {base}: {_describe(exc)}"
             response = RelayedHttpResponse(502, error.encode() + b"\n", reason=error[:200])
         else:
-            headers = [(k, v) for k, v in local.headers.items() if k.lower() not in _RESPONSE_SKIP]
+            skip = _HEAD_RESPONSE_SKIP if request.method == "HEAD" else _RESPONSE_SKIP
+            prefix = "/" + request.hybrid_connection_path.strip("/")
+            headers = [
+                (
+                    k,
+                    _public_location(v, base, prefix, f"{scheme}://{request.host}")
+                    if k.lower() == "location"
+                    else v,
+                )
+                for k, v in local.headers.items()
+                if k.lower() not in skip
+            ]
             response = RelayedHttpResponse(
                 local.status, _LocalBody(local), reason=local.reason or None, headers=headers
             )
