@@ -67,8 +67,9 @@ async def test_uploads_beyond_the_buffer_budget_get_503_and_reservations_come_ba
 async def relay_process(tmp_path: Path, limits: str) -> AsyncIterator[tuple[str, int]]:
     config = tmp_path / "relay.toml"
     config.write_text(
-        f'[server]\nlisten = "127.0.0.1:0"\n[limits]\n{limits}\n[[authorization_rules]]\nname = "{KEY_NAME}"\n'
-        f'primary_key = "{KEY}"\nrights = ["Manage"]\n[[hybrid_connections]]\npath = "echo"\n'
+        f'[server]\nlisten = "127.0.0.1:0"\n[limits]\n{limits}\n'
+        f'[[authorization_rules]]\nname = "{KEY_NAME}"\nprimary_key = "{KEY}"\nrights = ["Manage"]\n'
+        '[[hybrid_connections]]\npath = "echo"\n'
     )
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "hyco"),
@@ -106,7 +107,7 @@ async def test_a_burst_of_waiting_uploads_stays_within_the_budget_and_memory_is_
             refused: list[int] = []
             stubs: list[dict[str, str]] = []
 
-            async def upload() -> int:
+            async def upload(refused: list[int] = refused) -> int:
                 async with session.post(f"{http}/echo/up", data=BODY, headers=auth(url)) as resp:
                     await resp.read()
                     if resp.status != 200:
