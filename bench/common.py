@@ -38,6 +38,8 @@ def relay_config_text(port: int = 0) -> str:
     return (
         f'[server]\nlisten = "127.0.0.1:{port}"\n'
         f"[limits]\naccept_timeout = 60\nmax_hybrid_connections = 10\n"
+        # Every client runs on 127.0.0.1: lift the per-source limits above what the scenarios open.
+        f"max_connections_per_source = 100000\nhandshake_rate_per_source = 1000000\n"
         f'[[authorization_rules]]\nname = "{KEY_NAME}"\nprimary_key = "{KEY}"\nrights = ["Manage"]\n'
         f'[[hybrid_connections]]\npath = "{PATH}"\nrequest_timeout = 600\n'
     )

@@ -19,14 +19,16 @@ from hyco._clock import SYSTEM_CLOCK, Clock
 from hyco.protocol.sas import Right, SasToken
 from hyco.server import logs
 from hyco.server.auth import SignatureCache, authorize
+from hyco.server.buffers import READ_BUFFER, ByteBudget
 from hyco.server.capacity import Capacity
 from hyco.server.config import RelayConfig
-from hyco.server.engine import Handshake, bound_address
+from hyco.server.engine import ConnectionGate, Handshake, bound_address
 from hyco.server.frontdoor import FrontDoor
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ConnectedListener, ListenerHub
 from hyco.server.registry import HybridConnection, Registry
 from hyco.server.router import LocalRouter, Router
+from hyco.server.sources import SourceLimits
 from hyco.server.streams import StreamForwarder
 
 __all__ = ["Relay", "serve"]
@@ -87,6 +89,7 @@ class Relay:
             capacity,
             lambda req, token, hc, suffix: self._authorize(req.host, token, hc, Right.SEND, suffix),
             body_timeout=limits.body_timeout,
+            buffers=ByteBudget(limits.max_buffered_bytes),
         )
         self._listeners = ListenerHub(
             self._registry,
@@ -98,8 +101,16 @@ class Relay:
             clock,
         )
         self._streams = StreamForwarder(router, limits, capacity, self._authorize_sender)
+        self._sources = SourceLimits(limits.max_connections_per_source, limits.handshake_rate_per_source)
+        self._gate = ConnectionGate(self._sources.open_connection, self._sources.close_connection)
         self._front_door = FrontDoor(
-            self._registry, self._listeners, self._streams, self._http, lambda: self._closing
+            self._registry,
+            self._listeners,
+            self._streams,
+            self._http,
+            lambda: self._closing,
+            sources=self._sources,
+            uncount=self._gate.uncount,
         )
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -140,8 +151,11 @@ class Relay:
             handler_cancellation=True,
             access_log=None,
             keepalive_timeout=self.config.limits.idle_timeout,
+            # read_bufsize: a request body buffer stops reading the sender above twice this (buffers.py).
+            read_bufsize=READ_BUFFER,
         )
         await self._runner.setup()
+        self._gate.install(self._runner)
         site = web.TCPSite(
             self._runner,
             self.config.server.host,

@@ -147,6 +147,12 @@ class Limits:
             and from each response on a kept-alive connection; it is closed then (slow or silent clients).
         body_timeout: seconds a relayed HTTP request body may stall between two chunks; the request then
             ends with 408 and its connection is closed.
+        max_connections_per_source: connections one client IP address may hold open at once (counted as
+            they arrive); more are answered 503 and closed (``hyco.server.sources``).
+        max_buffered_bytes: request body bytes the relay may hold in memory at once, summed over relayed HTTP
+            requests (each reserves its length if inline, 384 KiB if streamed); more are refused with 503.
+        handshake_rate_per_source: WebSocket handshakes plus HTTP requests one client IP address may start
+            per second, in bursts of as many; more are answered 429 with ``Retry-After``.
     """
 
     max_listeners: int = 25
@@ -160,6 +166,9 @@ class Limits:
     max_pending: int = 10_000
     idle_timeout: float = 20.0
     body_timeout: float = 30.0
+    max_connections_per_source: int = 1_000
+    handshake_rate_per_source: float = 200.0
+    max_buffered_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ Everything above this module talks to small seams instead:
   (a message-level :class:`~hyco.server.peer.Peer`, used by control channels and splices) or
   :meth:`Handshake.accept_frames` (a :class:`FrameTransport` for the frame-streaming socket of HTTP request
   rendezvous, ``hyco.server.streamws``).
+* :class:`ConnectionGate`: counts connections per client address as the kernel hands them over, and refuses
+  those over the limit before a byte is read (``hyco.server.sources``).
 * :func:`bound_address`: where a started site listens.
 
 A faster engine replaces this module (and only this module): the Peer and FrameTransport seams stay.
@@ -14,19 +16,29 @@ A faster engine replaces this module (and only this module): the Peer and FrameT
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 from aiohttp.client_exceptions import ClientConnectionResetError
 
 from hyco._wsmask import apply_mask
-from hyco.exceptions import ConnectionLost
+from hyco.exceptions import ConnectionLost, RelayError
 from hyco.server.peer import Message, MessageKind, PeerGone
 
-__all__ = ["FrameSink", "FrameTransport", "Handshake", "WebSocketPeer", "bound_address", "unmask"]
+__all__ = [
+    "ConnectionGate",
+    "FrameSink",
+    "FrameTransport",
+    "Handshake",
+    "WebSocketPeer",
+    "bound_address",
+    "unmask",
+]
 
 _DATA_KINDS = {WSMsgType.TEXT: MessageKind.TEXT, WSMsgType.BINARY: MessageKind.BINARY}
 _OPCODES = {MessageKind.TEXT: WSMsgType.TEXT, MessageKind.BINARY: WSMsgType.BINARY}
@@ -185,8 +197,9 @@ class Handshake:
     the front door hands back to aiohttp.
     """
 
-    def __init__(self, request: web.BaseRequest) -> None:
+    def __init__(self, request: web.BaseRequest, *, on_upgrade: Callable[[], None] | None = None) -> None:
         self._request = request
+        self._on_upgrade = on_upgrade
         self.response: web.StreamResponse | None = None
 
     @property
@@ -266,6 +279,70 @@ class Handshake:
         except _SOCKET_ERRORS as exc:
             raise ConnectionLost("the client went away during the WebSocket handshake") from exc
         self.response = ws
+        if self._on_upgrade is not None:
+            self._on_upgrade()
+
+
+def _raw_refusal(refusal: RelayError) -> bytes:
+    """A complete HTTP/1.1 response for a connection refused before its request was read."""
+    body = json.dumps({"error": {"code": refusal.http_status, "message": refusal.description}}).encode()
+    head = (
+        f"HTTP/1.1 {refusal.http_status} {refusal.description[:200]}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1", "replace") + body
+
+
+class ConnectionGate:
+    """Counts the relay's open connections per client IP, at the connection level.
+
+    aiohttp's server tells its manager about every connection it makes and loses; :meth:`install` hooks those
+    two calls on a runner's server. ``admit(ip)`` decides as the connection arrives: None counts it
+    (``release(ip)`` is called exactly once, when it ends or stops counting), a RelayError refuses it: the
+    relay writes that error as a complete ``Connection: close`` response and closes the socket without reading
+    from it (a client that already sent its request may see the connection reset instead of the response).
+
+    Args:
+        admit: counts a connection from an IP, or returns the refusal.
+        release: a counted connection from an IP ended.
+    """
+
+    def __init__(self, admit: Callable[[str], RelayError | None], release: Callable[[str], None]) -> None:
+        self._admit = admit
+        self._release = release
+        self._counted: dict[asyncio.BaseTransport, str] = {}
+
+    def install(self, runner: web.BaseRunner) -> None:
+        """Hook the gate into ``runner``'s server (after ``runner.setup()``, before a site starts)."""
+        server = runner.server
+        assert server is not None, "runner.setup() first"
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            peer = transport.get_extra_info("peername")
+            source = str(peer[0]) if peer else "?"
+            refusal = self._admit(source)
+            if refusal is None:
+                self._counted[transport] = source
+            else:
+                transport.write(_raw_refusal(refusal))
+                transport.close()
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            self.uncount(handler.transport)
+            lost(handler, exc)
+
+        # aiohttp's Server has no public hook for this; its handlers call these two methods on it.
+        setattr(server, "connection_made", connection_made)  # noqa: B010
+        setattr(server, "connection_lost", connection_lost)  # noqa: B010
+
+    def uncount(self, transport: asyncio.BaseTransport | None) -> None:
+        """Stop counting ``transport``'s connection (idempotent; unknown transports are ignored)."""
+        source = self._counted.pop(transport, None) if transport is not None else None
+        if source is not None:
+            self._release(source)
 
 
 def bound_address(site: web.TCPSite) -> tuple[str, int]:

@@ -11,10 +11,14 @@
 Errors are mapped to responses in one place (:meth:`FrontDoor.error_response`) from the status each
 :class:`~hyco.exceptions.RelayError` carries, with a reason that says what happened and a tracking id.
 Refusals are logged at most once a second per (client address, status), so a client cannot flood the log.
+Every WebSocket handshake and HTTP request is charged to its client address's rate (``sources``), except a
+listener's dial of a rendezvous address, which also stops counting against its address's connections once
+upgraded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -32,6 +36,7 @@ from hyco.server.engine import Handshake
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ListenerHub
 from hyco.server.registry import Registry
+from hyco.server.sources import RateLimited, SourceLimits
 from hyco.server.streams import StreamForwarder
 from hyco.server.throttle import Throttle
 
@@ -73,6 +78,8 @@ class FrontDoor:
         registry: finds the hybrid connection a path names.
         listeners, streams, http: the forwarders requests are handed to.
         closing: tells whether the relay is shutting down (new requests then get 503).
+        sources: per-address limits; every handshake and request is charged to its address's rate.
+        uncount: stops counting a connection against its address (a listener's upgraded rendezvous dial).
     """
 
     def __init__(
@@ -82,12 +89,17 @@ class FrontDoor:
         streams: StreamForwarder,
         http: HttpForwarder,
         closing: Callable[[], bool],
+        *,
+        sources: SourceLimits | None = None,
+        uncount: Callable[[asyncio.BaseTransport | None], None] | None = None,
     ) -> None:
         self._registry = registry
         self._listeners = listeners
         self._streams = streams
         self._http = http
         self._closing = closing
+        self._sources = sources
+        self._uncount = uncount
         self._refusals = Throttle(interval=1.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -101,6 +113,7 @@ class FrontDoor:
                 return web.json_response(self.health())
             if raw_path.startswith(HC_PREFIX) or raw_path == HC_PREFIX.rstrip("/"):
                 return await self._websocket(request, raw_path, tracking_id)
+            self._charge(request)
             ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
             tracking_id = client_tracking_id(ident) or tracking_id
             hc, suffix = self._registry.find(raw_path)
@@ -120,7 +133,13 @@ class FrontDoor:
                 "/{hybrid-connection-path} instead.",
                 http_status=400,
             )
-        handshake = Handshake(request)
+        dial = target.action in (Action.ACCEPT, Action.REQUEST)
+        if not dial:
+            self._charge(request)
+        uncount = self._uncount
+        handshake = Handshake(
+            request, on_upgrade=(lambda: uncount(request.transport)) if dial and uncount is not None else None
+        )
         answer: HttpAnswer | None = None
         try:
             if target.action is Action.LISTEN:
@@ -148,6 +167,10 @@ class FrontDoor:
             raise RelayError("The client went away during the WebSocket handshake.", http_status=400)
         return handshake.response
 
+    def _charge(self, request: web.Request) -> None:
+        if self._sources is not None:
+            self._sources.take(request.remote or "?")
+
     def error_response(self, request: web.Request, exc: RelayError, tracking_id: str) -> web.Response:
         """The response for a refusal, logged (throttled per client and status)."""
         timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -171,6 +194,8 @@ class FrontDoor:
         if exc.http_status == 401:
             # RFC 9110 11.6.1: a 401 names its scheme; Java's HTTP client hides a 401 that does not.
             headers["WWW-Authenticate"] = "SharedAccessSignature"
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
         return web.Response(
             status=exc.http_status,
             reason=reason_phrase(description),

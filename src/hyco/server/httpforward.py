@@ -15,7 +15,9 @@ Theory of operation:
   response must start within the hybrid connection's ``request_timeout`` (504 otherwise), and a streamed
   response body may not stall longer than that. A sender that hangs up cancels the exchange: the rendezvous
   socket is closed, which tells the listener to stop.
-* Every exchange holds one admission slot (``capacity``) from admission to its end, whichever way it ends.
+* Every exchange holds one admission slot (``capacity``) from admission to its end, whichever way it ends,
+  and reserves the body bytes it can make the relay hold (``buffers``): its length when inline, the upload
+  window when streamed (the sender is not read further until the listener's rendezvous takes the bytes).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from hyco.exceptions import ConnectionLost, RelayError, RemoteProtocolError
 from hyco.protocol import messages
 from hyco.protocol.messages import MAX_INLINE_BODY, MAX_INLINE_HEADERS
 from hyco.protocol.uri import Action, build_rendezvous_address, query_params, strip_sb_hc_params
+from hyco.server.buffers import UPLOAD_WINDOW, ByteBudget
 from hyco.server.capacity import Capacity
 from hyco.server.engine import Handshake
 from hyco.server.registry import HybridConnection
@@ -112,6 +115,14 @@ def _cut(request: web.Request, response: web.StreamResponse, why: str) -> web.St
     return response
 
 
+def _body_reservation(request: web.Request) -> int:
+    """The most body bytes ``request`` can make the relay hold at once (see ``hyco.server.buffers``)."""
+    if not request.body_exists:
+        return 0
+    length = request.content_length
+    return UPLOAD_WINDOW if length is None else min(length, UPLOAD_WINDOW)
+
+
 class HttpForwarder:
     """Forwards plain HTTP requests to listeners and relays their responses.
 
@@ -121,6 +132,7 @@ class HttpForwarder:
         authorize_send: checks the sender's token for an entity plus the request's path suffix (raises
             RelayError).
         body_timeout: seconds the sender's request body may stall between two chunks.
+        buffers: the relay's budget for body bytes held in memory (``limits.max_buffered_bytes``).
     """
 
     def __init__(
@@ -130,11 +142,13 @@ class HttpForwarder:
         authorize_send: Callable[[web.Request, str | None, HybridConnection, str], object],
         *,
         body_timeout: float,
+        buffers: ByteBudget,
     ) -> None:
         self._router = router
         self._capacity = capacity
         self._authorize_send = authorize_send
         self._body_timeout = body_timeout
+        self._buffers = buffers
         self._exchanges: dict[str, Exchange] = {}
 
     def __len__(self) -> int:
@@ -179,7 +193,7 @@ class HttpForwarder:
         token_used, token = self._token(request, raw_query, hc)
         if hc.config.requires_client_authorization:
             self._authorize_send(request, token, hc, suffix)
-        with self._capacity.hold():
+        with self._capacity.hold(), self._buffers.hold(_body_reservation(request)):
             started = time.monotonic()
             exchange = Exchange(f"{tracking_id}_{secrets.token_hex(16)}", tracking_id, hc.path)
             self._exchanges[exchange.id] = exchange
