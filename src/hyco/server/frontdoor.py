@@ -31,6 +31,7 @@ from hyco.server.answer import HttpAnswer
 from hyco.server.engine import Handshake
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ListenerHub
+from hyco.server.management import MANAGEMENT_PREFIX, ManagementApi, is_runtime_information_request
 from hyco.server.registry import Registry
 from hyco.server.streams import StreamForwarder
 from hyco.server.throttle import Throttle
@@ -73,6 +74,7 @@ class FrontDoor:
         registry: finds the hybrid connection a path names.
         listeners, streams, http: the forwarders requests are handed to.
         closing: tells whether the relay is shutting down (new requests then get 503).
+        management: serves ``/$management/...`` and the SDKs' runtime-information GET.
     """
 
     def __init__(
@@ -82,12 +84,14 @@ class FrontDoor:
         streams: StreamForwarder,
         http: HttpForwarder,
         closing: Callable[[], bool],
+        management: ManagementApi | None = None,
     ) -> None:
         self._registry = registry
         self._listeners = listeners
         self._streams = streams
         self._http = http
         self._closing = closing
+        self._management = management
         self._refusals = Throttle(interval=1.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -101,9 +105,14 @@ class FrontDoor:
                 return web.json_response(self.health())
             if raw_path.startswith(HC_PREFIX) or raw_path == HC_PREFIX.rstrip("/"):
                 return await self._websocket(request, raw_path, tracking_id)
+            if self._management is not None:
+                if raw_path == MANAGEMENT_PREFIX or raw_path.startswith(MANAGEMENT_PREFIX + "/"):
+                    return await self._management.handle(request)
+                if is_runtime_information_request(request):
+                    return await self._management.runtime_information(request, raw_path)
             ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
             tracking_id = client_tracking_id(ident) or tracking_id
-            hc, suffix = self._registry.find(raw_path)
+            hc, suffix = self._registry.find_for_sender(raw_path)
             return await self._http.forward(request, hc, suffix, tracking_id)
         except RelayError as exc:
             return self.error_response(request, exc, tracking_id)
@@ -126,7 +135,7 @@ class FrontDoor:
             if target.action is Action.LISTEN:
                 await self._listeners.serve(handshake, target, tracking_id)
             elif target.action is Action.CONNECT:
-                hc, suffix = self._registry.find(target.path)
+                hc, suffix = self._registry.find_for_sender(target.path)
                 answer = await self._streams.connect(handshake, target, hc, suffix, tracking_id)
             elif target.action is Action.ACCEPT:
                 answer = await self._streams.accept(handshake, target)
