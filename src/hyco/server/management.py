@@ -454,7 +454,7 @@ class ManagementApi:
         path = raw_path.strip("/")
         hc = self._registry.get(path)
         try:
-            self._authorize(request, self._token(request), hc.path if hc is not None else "")
+            self._authorize(request, self._token(request), hc.path if hc is not None else path)
         except RelayError as exc:
             body = f"<Error><Code>{exc.http_status}</Code><Detail>{escape(exc.description)}</Detail></Error>"
             return web.Response(status=exc.http_status, text=body, content_type="application/xml")
