@@ -36,6 +36,7 @@ Examples:
   hyco relay --listen 0.0.0.0:9350 --public-url ws://relay.lan:9350
   hyco relay --self-signed localhost          TLS (wss://) with a development certificate
   hyco relay --config relay.toml              everything from a file (docs/configuration.md)
+  hyco relay --reload                         make the running relay re-read its file (or send it SIGHUP)
 
 \b
 Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_LOG_LEVEL
@@ -73,6 +74,13 @@ Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_LOG_
     help="Where the default configuration and development certificates live [~/.local/share/hyco].",
 )
 @click.option(
+    "--reload",
+    "reload_running",
+    is_flag=True,
+    help="Tell the relay running with this data directory (or --config) to re-read its configuration file "
+    "(as SIGHUP does); connections stay up.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
@@ -85,6 +93,7 @@ def command(
     public_url: str | None,
     self_signed: tuple[str, ...],
     data_dir: Path | None,
+    reload_running: bool,
     log_level: str,
 ) -> None:
     """Run a Hybrid Connections relay.
@@ -101,6 +110,12 @@ def command(
     )
     explicit_dir = data_dir
     data_dir = data_dir or default_data_dir()
+    if reload_running:
+        from hyco.cli._reload import signal_reload
+
+        run_dir = data_dir if explicit_dir or config_path is None else _config_data_dir(config_path, data_dir)
+        click.echo(f"asked the relay (pid {signal_reload(run_dir)}) to reload its configuration")
+        return
     try:
         created_path: Path | None = None
         if config_path is not None:
@@ -124,6 +139,15 @@ def command(
     except InvalidConfig as exc:
         raise click.ClickException(str(exc)) from None
     _run(config, ssl_context, config_path, created_path, ca_path)
+
+
+def _config_data_dir(config_path: Path, fallback: Path) -> Path:
+    from hyco.server import config as cfg
+
+    try:
+        return cfg.load_config(config_path).server.data_dir or fallback
+    except InvalidConfig as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _tls(config: RelayConfig, data_dir: Path) -> tuple[ssl.SSLContext | None, Path | None]:
@@ -188,6 +212,7 @@ def _run(
     created: Path | None,
     ca: Path | None,
 ) -> None:
+    from hyco.cli._reload import pid_file, reload_config
     from hyco.server import serve
 
     async def main() -> None:
@@ -198,8 +223,13 @@ def _run(
                 loop.add_signal_handler(sig, stop.set)
         try:
             async with serve(config, ssl_context=ssl_context) as relay:
+                if config_path is not None:
+                    path = config_path
+                    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+                        loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(relay, path))
                 _banner(relay.url, config, config_path, created, ca)
-                await stop.wait()
+                with pid_file(config.server.data_dir or default_data_dir()):
+                    await stop.wait()
                 click.echo("shutting down: closing control channels and connections ...", err=True)
         except OSError as exc:
             raise click.ClickException(
