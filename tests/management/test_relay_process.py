@@ -87,8 +87,12 @@ async def test_kill_9_during_management_writes_loses_nothing_acknowledged(tmp_pa
         await relay.proc.wait()
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
-    async with relay_process(tmp_path) as again, aiohttp.ClientSession() as session, session.get(
-        f"http://127.0.0.1:{again.port}/$management/hybridConnections", headers=manage_headers(tmp_path)
-    ) as resp:
+    async with (
+        relay_process(tmp_path) as again,
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{again.port}/$management/hybridConnections", headers=manage_headers(tmp_path)
+        ) as resp,
+    ):
         names = {item["name"] for item in (await resp.json())["value"]}
     assert set(acknowledged) <= names

@@ -456,8 +456,10 @@ class ManagementApi:
         try:
             self._authorize(request, self._token(request), hc.path if hc is not None else path)
         except RelayError as exc:
-            body = f"<Error><Code>{exc.http_status}</Code><Detail>{escape(exc.description)}</Detail></Error>"
-            return web.Response(status=exc.http_status, text=body, content_type="application/xml")
+            # Service Bus answers a missing Manage claim with 401 (the .NET SDK reads 403 as QuotaExceeded).
+            status = 401 if exc.http_status == 403 else exc.http_status
+            body = f"<Error><Code>{status}</Code><Detail>{escape(exc.description)}</Detail></Error>"
+            return web.Response(status=status, text=body, content_type="application/xml")
         if hc is None:
             feed = (
                 '<feed xmlns="http://www.w3.org/2005/Atom">'
