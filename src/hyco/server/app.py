@@ -27,6 +27,7 @@ from hyco.server.frontdoor import FrontDoor
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ConnectedListener, ListenerHub
 from hyco.server.management import ManagementApi
+from hyco.server.metrics import RelayMetrics
 from hyco.server.registry import HybridConnection, Registry
 from hyco.server.router import LocalRouter, Router
 from hyco.server.store import Namespace, Store, open_store
@@ -93,6 +94,7 @@ class Relay:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._bound: tuple[str, int] | None = None
+        self.metrics = RelayMetrics(self._registry.all)
         router = router or LocalRouter()
         capacity = Capacity(limits.max_pending)
         self._http = HttpForwarder(
@@ -110,12 +112,25 @@ class Relay:
             self._http.on_invalid_response,
             clock,
         )
-        self._streams = StreamForwarder(router, limits, capacity, self._authorize_sender)
+        self._streams = StreamForwarder(router, limits, capacity, self._authorize_sender, self.metrics)
         self.management = ManagementApi(
-            self.namespace, self._registry, self._authorize_manage, config.server.public_url, clock.time
+            self.namespace,
+            self._registry,
+            self._authorize_manage,
+            config.server.public_url,
+            clock.time,
+            metrics=self.metrics,
+            health=self.health,
+            metrics_public=config.server.metrics_public,
         )
         self._front_door = FrontDoor(
-            self._registry, self._listeners, self._streams, self._http, lambda: self._closing, self.management
+            self._registry,
+            self._listeners,
+            self._streams,
+            self._http,
+            lambda: self._closing,
+            self.management,
+            self.metrics,
         )
 
     # --- lifecycle -----------------------------------------------------------------------------

@@ -144,6 +144,7 @@ class ServerConfig:
         data_dir: where generated files (default config, development certificates, the store) live.
         store: where entities and rules created at run time are kept: ``"sqlite"`` (``data_dir/hyco.db``;
             in memory when there is no data directory) or ``"memory"`` (lost on restart).
+        metrics_public: serve ``/$metrics`` without a token (default: a Manage token is needed).
     """
 
     host: str = DEFAULT_HOST
@@ -153,6 +154,7 @@ class ServerConfig:
     create_on_listen: bool = False
     data_dir: Path | None = None
     store: str = "sqlite"
+    metrics_public: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +407,9 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
     if not isinstance(server_table, dict):
         raise InvalidConfig("server must be a table")
     _check_keys(
-        server_table, {"listen", "public_url", "tls", "create_on_listen", "data_dir", "store"}, "server"
+        server_table,
+        {"listen", "public_url", "tls", "create_on_listen", "data_dir", "store", "metrics_public"},
+        "server",
     )
     listen = _get(server_table, "listen", str, "server")
     host, port = parse_host_port(DEFAULT_LISTEN if listen is None else listen)
@@ -423,6 +427,7 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
         create_on_listen=bool(_get(server_table, "create_on_listen", bool, "server")),
         data_dir=base / data_dir if data_dir is not None else base,
         store=store,
+        metrics_public=bool(_get(server_table, "metrics_public", bool, "server")),
     )
     hcs_raw = data.get("hybrid_connections") or []
     if not isinstance(hcs_raw, list):

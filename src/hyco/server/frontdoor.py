@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,13 +27,14 @@ from typing import Any
 from aiohttp import web
 
 from hyco.exceptions import InvalidURI, RelayError, ServerBusy
-from hyco.protocol.uri import HC_PREFIX, Action, parse_websocket_target, query_params
+from hyco.protocol.uri import HC_PREFIX, Action, WebSocketTarget, parse_websocket_target, query_params
 from hyco.server.answer import HttpAnswer
 from hyco.server.engine import Handshake
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ListenerHub
 from hyco.server.management import MANAGEMENT_PREFIX, ManagementApi, is_runtime_information_request
-from hyco.server.registry import Registry
+from hyco.server.metrics import RelayMetrics
+from hyco.server.registry import HybridConnection, Registry
 from hyco.server.streams import StreamForwarder
 from hyco.server.throttle import Throttle
 
@@ -41,6 +43,7 @@ __all__ = ["FrontDoor", "reason_phrase"]
 log = logging.getLogger("hyco.relay")
 
 HEALTH_PATH = "/$health"
+METRICS_PATH = "/$metrics"
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: Longest reason phrase on a status line (the description is in the JSON body in full).
 MAX_REASON_PHRASE = 512
@@ -74,7 +77,8 @@ class FrontDoor:
         registry: finds the hybrid connection a path names.
         listeners, streams, http: the forwarders requests are handed to.
         closing: tells whether the relay is shutting down (new requests then get 503).
-        management: serves ``/$management/...`` and the SDKs' runtime-information GET.
+        management: serves ``/$management/...``, ``/$metrics`` and the SDKs' runtime-information GET.
+        metrics: told how each listener, sender and HTTP request ended.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class FrontDoor:
         http: HttpForwarder,
         closing: Callable[[], bool],
         management: ManagementApi | None = None,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self._registry = registry
         self._listeners = listeners
@@ -92,6 +97,7 @@ class FrontDoor:
         self._http = http
         self._closing = closing
         self._management = management
+        self._metrics = metrics
         self._refusals = Throttle(interval=1.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -108,14 +114,36 @@ class FrontDoor:
             if self._management is not None:
                 if raw_path == MANAGEMENT_PREFIX or raw_path.startswith(MANAGEMENT_PREFIX + "/"):
                     return await self._management.handle(request)
+                if raw_path == METRICS_PATH:
+                    return await self._management.metrics(request)
                 if is_runtime_information_request(request):
                     return await self._management.runtime_information(request, raw_path)
             ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
             tracking_id = client_tracking_id(ident) or tracking_id
             hc, suffix = self._registry.find_for_sender(raw_path)
-            return await self._http.forward(request, hc, suffix, tracking_id)
+            return await self._forward_http(request, hc, suffix, tracking_id)
         except RelayError as exc:
             return self.error_response(request, exc, tracking_id)
+
+    async def _forward_http(
+        self, request: web.Request, hc: HybridConnection, suffix: str, tracking_id: str
+    ) -> web.StreamResponse:
+        started = time.monotonic()
+        status = 499  # the sender went away (nginx's "client closed request")
+        response: web.StreamResponse | None = None
+        try:
+            response = await self._http.forward(request, hc, suffix, tracking_id)
+            status = response.status
+            return response
+        except RelayError as exc:
+            status = exc.http_status
+            raise
+        finally:
+            if self._metrics is not None:
+                sent = response.body_length if response is not None else 0
+                self._metrics.http_done(
+                    hc.path, status, time.monotonic() - started, request.content_length or 0, sent
+                )
 
     async def _websocket(self, request: web.Request, raw_path: str, tracking_id: str) -> web.StreamResponse:
         try:
@@ -131,6 +159,7 @@ class FrontDoor:
             )
         handshake = Handshake(request)
         answer: HttpAnswer | None = None
+        status = 499  # the client went away during its handshake
         try:
             if target.action is Action.LISTEN:
                 await self._listeners.serve(handshake, target, tracking_id)
@@ -142,10 +171,13 @@ class FrontDoor:
             else:
                 await self._http.rendezvous(handshake, target.id)
         except RelayError as exc:
+            status = exc.http_status
             if handshake.response is None:
                 raise
             # Once the upgrade is done, errors travel as Close frames (sent by the handler); log and end.
             log.debug("%s %s ended: %s", target.action.value, target.path[:200], exc.description)
+        finally:
+            self._observe(target, handshake, answer.status if answer is not None else status)
         if answer is not None:
             return web.Response(
                 status=answer.status,
@@ -156,6 +188,24 @@ class FrontDoor:
         if handshake.response is None:  # the handler ended without upgrading or answering
             raise RelayError("The client went away during the WebSocket handshake.", http_status=400)
         return handshake.response
+
+    def _observe(self, target: WebSocketTarget, handshake: Handshake, status: int) -> None:
+        """Report how a listener's or a sender's handshake ended (101 once it was upgraded)."""
+        if self._metrics is None or target.action not in (Action.LISTEN, Action.CONNECT):
+            return
+        upgraded = handshake.response is not None
+        status = 101 if upgraded else status
+        if target.action is Action.LISTEN:
+            hc = self._registry.get(target.path)
+            # An auto-created entity may be gone by now; a listener that got in named a real one.
+            entity = hc.path if hc is not None else (target.path.strip("/") if upgraded else "")
+            self._metrics.listener_ended(entity, status)
+        else:
+            try:
+                entity = self._registry.find(target.path)[0].path
+            except RelayError:
+                entity = ""
+            self._metrics.sender_ended(entity, status)
 
     def error_response(self, request: web.Request, exc: RelayError, tracking_id: str) -> web.Response:
         """The response for a refusal, logged (throttled per client and status)."""

@@ -36,6 +36,7 @@ from hyco.exceptions import InvalidConfig, RelayError
 from hyco.protocol.connection_string import RelayConnectionString
 from hyco.protocol.sas import MAX_KEY_NAME_LENGTH, Right
 from hyco.server.config import AuthorizationRule, EntityStatus, Secret, generate_key, validate_entity_path
+from hyco.server.metrics import CONTENT_TYPE, RelayMetrics
 from hyco.server.registry import Registry
 from hyco.server.store import EntityRecord, Namespace, RuleRecord, RuleView
 
@@ -187,6 +188,9 @@ class ManagementApi:
         authorize_manage: the Manage-token check (see :data:`AuthorizeManage`).
         public_url: the relay's public URL, or None (connection strings then use the request's host).
         clock: seconds since the epoch, for createdAt/updatedAt.
+        metrics: the relay's metrics (``/$metrics``, ``/$management/status``).
+        health: the ``/$health`` counts (totals of ``/$management/status``).
+        metrics_public: serve ``/$metrics`` without a token.
     """
 
     def __init__(
@@ -196,7 +200,14 @@ class ManagementApi:
         authorize_manage: AuthorizeManage,
         public_url: str | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        metrics: RelayMetrics,
+        health: Callable[[], dict[str, Any]],
+        metrics_public: bool = False,
     ) -> None:
+        self._metrics = metrics
+        self._health = health
+        self._metrics_public = metrics_public
         self._namespace = namespace
         self._registry = registry
         self._authorize = authorize_manage
@@ -208,7 +219,13 @@ class ManagementApi:
     async def handle(self, request: web.Request) -> web.Response:
         """Serve one request whose path starts with ``/$management``."""
         try:
-            target = _parse_target(request.rel_url.path[len(MANAGEMENT_PREFIX) :])
+            tail = request.rel_url.path[len(MANAGEMENT_PREFIX) :]
+            if tail.strip("/").lower() == "status":
+                self._authorize(request, self._token(request), "")
+                if request.method != "GET":
+                    raise ManagementError(405, "MethodNotAllowed", f"{request.method} is not supported here.")
+                return _json(self._status())
+            target = _parse_target(tail)
             scope = self._scope(target)
             self._authorize(request, self._token(request), scope)
             return await self._dispatch(request, target, scope)
@@ -217,6 +234,33 @@ class ManagementApi:
         except RelayError as exc:
             code = {401: "Unauthorized", 403: "Forbidden"}.get(exc.http_status, "Error")
             return _error(exc.http_status, code, exc.description)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """``GET /$metrics``: Prometheus text; needs a Manage token unless ``metrics_public``."""
+        if not self._metrics_public:
+            try:
+                self._authorize(request, self._token(request), "")
+            except RelayError as exc:
+                return web.Response(status=exc.http_status, text=exc.description + "\n")
+        return web.Response(body=self._metrics.text(), headers={"Content-Type": CONTENT_TYPE})
+
+    def _status(self) -> dict[str, Any]:
+        """The ``hyco status`` body: live totals, and per hybrid connection its listeners and traffic."""
+        rows = []
+        for hc in sorted(self._registry.all(), key=lambda h: h.path.lower()):
+            totals = self._metrics.totals.get(hc.path)
+            rows.append(
+                {
+                    "name": hc.path,
+                    "status": hc.config.status.value,
+                    "listeners": len(hc.listeners),
+                    "activeConnections": totals.active_connections if totals else 0,
+                    "bytesIn": totals.bytes_in if totals else 0,
+                    "bytesOut": totals.bytes_out if totals else 0,
+                    "httpRequests": totals.http_requests if totals else 0,
+                }
+            )
+        return {"totals": self._health(), "hybridConnections": rows}
 
     @staticmethod
     def _token(request: web.Request) -> str | None:
