@@ -111,6 +111,7 @@ class Relay:
             self._http.on_control_response,
             self._http.on_invalid_response,
             clock,
+            self.metrics,
         )
         self._streams = StreamForwarder(router, limits, capacity, self._authorize_sender, self.metrics)
         self.management = ManagementApi(

@@ -4,10 +4,11 @@ Names follow Azure Monitor's Hybrid Connections metrics with Prometheus conventi
 each one). Labels stay bounded: ``entity`` is a registered hybrid connection's path (``""`` for requests that
 named none), ``result`` one of a few words, ``code`` an HTTP status; never a connection or tracking id.
 
-The front door reports what it sees of each request (:meth:`RelayMetrics.listener_ended`,
-:meth:`RelayMetrics.sender_ended`, :meth:`RelayMetrics.http_done`); the stream forwarder reports each splice
-(:meth:`RelayMetrics.splice_started`, :meth:`RelayMetrics.splice_ended`); listener counts are read from the
-registry at scrape time, so they are never out of step.
+The front door reports how each request ended (:meth:`RelayMetrics.listener_ended`,
+:meth:`RelayMetrics.sender_ended`, :meth:`RelayMetrics.http_done`); the listener hub reports each channel that
+opened (:meth:`RelayMetrics.listener_online`) and the stream forwarder each splice
+(:meth:`RelayMetrics.splice_started`, :meth:`RelayMetrics.splice_ended`), so successes count at once; listener
+counts are read from the registry at scrape time, so they are never out of step.
 """
 
 from __future__ import annotations
@@ -141,20 +142,27 @@ class RelayMetrics:
 
     # --- reports ---
 
+    def listener_online(self, entity: str) -> None:
+        """A listener's control channel opened."""
+        self._listener_connections.labels(entity, "success").inc()
+
     def listener_ended(self, entity: str, status: int) -> None:
         """A listener's ``listen`` request ended: refused with ``status``, or 101 once its channel closed."""
-        self._listener_connections.labels(entity, result_of(status)).inc()
         if status == 101:
             self._listener_disconnects.labels(entity).inc()
+        else:
+            self._listener_connections.labels(entity, result_of(status)).inc()
 
     def sender_ended(self, entity: str, status: int) -> None:
         """A sender's ``connect`` ended: refused or rejected with ``status``, or 101 after its splice."""
-        self._sender_connections.labels(entity, result_of(status)).inc()
         if status == 101:
             self._sender_disconnects.labels(entity).inc()
+        else:
+            self._sender_connections.labels(entity, result_of(status)).inc()
 
     def splice_started(self, entity: str, waited: float) -> None:
         """A sender and a listener were spliced ``waited`` seconds after the sender arrived."""
+        self._sender_connections.labels(entity, "success").inc()
         self._active_connections.labels(entity).inc()
         self._rendezvous_duration.labels(entity).observe(waited)
         self._totals(entity).active_connections += 1
