@@ -144,3 +144,34 @@ async def test_sqlite_survives_kill_9_mid_write(tmp_path: Path):
     scopes = {r.scope for r in snapshot.rules}
     assert scopes <= {f"e{i}" for i in indices}
     assert {f"e{i}" for i in indices[:-1]} <= scopes
+
+
+# --- configuration keys of the store and of entities ----------------------------------------------------
+
+
+async def test_store_key_and_open_store(tmp_path: Path):
+    from hyco.exceptions import InvalidConfig
+    from hyco.server.config import parse_config
+    from hyco.server.store import open_store
+
+    sqlite_store = open_store(parse_config({"server": {"data_dir": "d"}}, base=tmp_path))
+    assert isinstance(sqlite_store, SqliteStore)
+    await sqlite_store.close()
+    assert (tmp_path / "d" / "hyco.db").is_file()
+    assert isinstance(open_store(parse_config({"server": {"store": "memory"}}, base=tmp_path)), MemoryStore)
+    with pytest.raises(InvalidConfig, match=r'server\.store must be "sqlite" or "memory"'):
+        parse_config({"server": {"store": "redis"}})
+
+
+def test_entity_status_and_metadata_keys():
+    from hyco.exceptions import InvalidConfig
+    from hyco.server.config import parse_config
+
+    config = parse_config(
+        {"hybrid_connections": [{"path": "a", "status": "SendDisabled", "user_metadata": "m"}]}
+    )
+    (hc,) = config.hybrid_connections
+    assert (hc.status, hc.user_metadata) == (EntityStatus.SEND_DISABLED, "m")
+    assert hc.status.admits_listeners and not hc.status.admits_senders
+    with pytest.raises(InvalidConfig, match="status must be one of Active"):
+        parse_config({"hybrid_connections": [{"path": "a", "status": "Paused"}]})

@@ -17,9 +17,9 @@ COLUMNS = (
     Column("Name", lambda h: h["name"]),
     Column("Status", lambda h: h["properties"].get("status")),
     Column("Listeners", lambda h: h["properties"].get("listenerCount")),
-    Column("RequiresClientAuthorization", lambda h: h["properties"].get("requiresClientAuthorization")),
+    Column("ClientAuth", lambda h: h["properties"].get("requiresClientAuthorization")),
+    Column("UpdatedAt", lambda h: h["properties"].get("updatedAt", "")[:19].replace("T", " ")),
     Column("UserMetadata", lambda h: h["properties"].get("userMetadata")),
-    Column("UpdatedAt", lambda h: h["properties"].get("updatedAt")),
 )
 
 
