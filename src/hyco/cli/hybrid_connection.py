@@ -51,6 +51,12 @@ def _properties(requires: str | None, metadata: str | None, status: str | None) 
     return props
 
 
+def _put(ctx: click.Context, name: str, properties: dict[str, Any], *, must_exist: bool) -> None:
+    if must_exist:
+        call(ctx, "GET", _path(name))  # az update fails on one that does not exist
+    emit(ctx, call(ctx, "PUT", _path(name), {"properties": properties}), COLUMNS)
+
+
 def _put_options(func: Any) -> Any:
     func = click.option("--status", type=click.Choice(STATUSES), help="Admit listeners and senders or not.")(
         func
@@ -74,8 +80,7 @@ def create(
     ctx: click.Context, name: str, requires: str | None, user_metadata: str | None, status: str | None
 ) -> None:
     """Create a hybrid connection (kept across restarts)."""
-    body = {"properties": _properties(requires, user_metadata, status)}
-    emit(ctx, call(ctx, "PUT", _path(name), body), COLUMNS)
+    _put(ctx, name, _properties(requires, user_metadata, status), must_exist=False)
 
 
 @command.command(name="update")
@@ -86,9 +91,7 @@ def update(
     ctx: click.Context, name: str, requires: str | None, user_metadata: str | None, status: str | None
 ) -> None:
     """Change a hybrid connection's settings (what is not given stays)."""
-    call(ctx, "GET", _path(name))  # az update fails on one that does not exist
-    body = {"properties": _properties(requires, user_metadata, status)}
-    emit(ctx, call(ctx, "PUT", _path(name), body), COLUMNS)
+    _put(ctx, name, _properties(requires, user_metadata, status), must_exist=True)
 
 
 @command.command(name="show")
