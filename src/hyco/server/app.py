@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from hyco.protocol.sas import Right, SasToken
 from hyco.server.auth import SignatureCache, authorize
 from hyco.server.capacity import Capacity
 from hyco.server.config import RelayConfig
+from hyco.server.dashboard.handler import Dashboard
 from hyco.server.engine import Handshake, bound_address
 from hyco.server.frontdoor import FrontDoor
 from hyco.server.httpforward import HttpForwarder
@@ -123,7 +125,9 @@ class Relay:
             metrics=self.metrics,
             health=self.health,
             metrics_public=config.server.metrics_public,
+            own_url=lambda: self.http_url,
         )
+        dashboard = Dashboard(self.management, self.connected_listeners, socket.gethostname())
         self._front_door = FrontDoor(
             self._registry,
             self._listeners,
@@ -132,6 +136,8 @@ class Relay:
             lambda: self._closing,
             self.management,
             self.metrics,
+            self.management.inspector,
+            dashboard.handle,
         )
 
     # --- lifecycle -----------------------------------------------------------------------------

@@ -105,6 +105,7 @@ class HybridConnectionConfig:
         request_timeout: seconds a listener has to answer a relayed HTTP request (protocol.md 4.4).
         user_metadata: free text kept for the user (shown by the management API).
         status: whether listeners and senders are admitted.
+        inspect: record this hybrid connection's relayed HTTP requests for the dashboard's inspector.
     """
 
     path: str
@@ -113,6 +114,7 @@ class HybridConnectionConfig:
     request_timeout: float = 60.0
     user_metadata: str = ""
     status: EntityStatus = EntityStatus.ACTIVE
+    inspect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +317,7 @@ def _parse_hc(table: Any, where: str) -> HybridConnectionConfig:
             "request_timeout",
             "user_metadata",
             "status",
+            "inspect",
         },
         where,
     )
@@ -338,6 +341,7 @@ def _parse_hc(table: Any, where: str) -> HybridConnectionConfig:
         request_timeout=60.0 if timeout is None else float(timeout),
         user_metadata=_get(table, "user_metadata", str, where) or "",
         status=entity_status,
+        inspect=bool(_get(table, "inspect", bool, where)),
     )
 
 

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from aiohttp import web
 from hyco.exceptions import InvalidURI, RelayError, ServerBusy
 from hyco.protocol.uri import HC_PREFIX, Action, WebSocketTarget, parse_websocket_target, query_params
 from hyco.server.answer import HttpAnswer
+from hyco.server.dashboard.inspector import Inspector
 from hyco.server.engine import Handshake
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ListenerHub
@@ -44,6 +45,7 @@ log = logging.getLogger("hyco.relay")
 
 HEALTH_PATH = "/$health"
 METRICS_PATH = "/$metrics"
+DASHBOARD_PREFIX = "/$dashboard"
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: Longest reason phrase on a status line (the description is in the JSON body in full).
 MAX_REASON_PHRASE = 512
@@ -79,6 +81,8 @@ class FrontDoor:
         closing: tells whether the relay is shutting down (new requests then get 503).
         management: serves ``/$management/...``, ``/$metrics`` and the SDKs' runtime-information GET.
         metrics: told how each listener, sender and HTTP request ended.
+        inspector: records the HTTP requests of inspected hybrid connections.
+        dashboard: serves ``/$dashboard`` (an aiohttp handler).
     """
 
     def __init__(
@@ -90,6 +94,8 @@ class FrontDoor:
         closing: Callable[[], bool],
         management: ManagementApi | None = None,
         metrics: RelayMetrics | None = None,
+        inspector: Inspector | None = None,
+        dashboard: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
     ) -> None:
         self._registry = registry
         self._listeners = listeners
@@ -98,6 +104,8 @@ class FrontDoor:
         self._closing = closing
         self._management = management
         self._metrics = metrics
+        self._inspector = inspector
+        self._dashboard = dashboard
         self._refusals = Throttle(interval=1.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -114,6 +122,10 @@ class FrontDoor:
             if self._management is not None:
                 if raw_path == MANAGEMENT_PREFIX or raw_path.startswith(MANAGEMENT_PREFIX + "/"):
                     return await self._management.handle(request)
+                if self._dashboard is not None and (
+                    raw_path == DASHBOARD_PREFIX or raw_path.startswith(DASHBOARD_PREFIX + "/")
+                ):
+                    return await self._dashboard(request)
                 if raw_path == METRICS_PATH:
                     return await self._management.metrics(request)
                 if is_runtime_information_request(request):
@@ -131,6 +143,7 @@ class FrontDoor:
         started = time.monotonic()
         status = 499  # the sender went away (nginx's "client closed request")
         response: web.StreamResponse | None = None
+        capture = self._inspector.begin(request, hc) if self._inspector is not None else None
         try:
             response = await self._http.forward(request, hc, suffix, tracking_id)
             status = response.status
@@ -139,6 +152,8 @@ class FrontDoor:
             status = exc.http_status
             raise
         finally:
+            if capture is not None and self._inspector is not None:
+                self._inspector.finish(capture, status)
             if self._metrics is not None:
                 sent = response.body_length if response is not None else 0
                 self._metrics.http_done(

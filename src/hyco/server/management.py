@@ -30,19 +30,30 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
+import aiohttp
 from aiohttp import web
 
 from hyco.exceptions import InvalidConfig, RelayError
 from hyco.protocol.connection_string import RelayConnectionString
 from hyco.protocol.sas import MAX_KEY_NAME_LENGTH, Right
 from hyco.server.config import AuthorizationRule, EntityStatus, Secret, generate_key, validate_entity_path
+from hyco.server.dashboard.inspector import Inspector
+from hyco.server.dashboard.replay import replay
 from hyco.server.metrics import CONTENT_TYPE, RelayMetrics
 from hyco.server.registry import Registry
 from hyco.server.store import EntityRecord, Namespace, RuleRecord, RuleView
 
-__all__ = ["MANAGEMENT_PREFIX", "ManagementApi", "ManagementError", "is_runtime_information_request"]
+__all__ = [
+    "MANAGEMENT_PREFIX",
+    "SESSION_COOKIE",
+    "ManagementApi",
+    "ManagementError",
+    "is_runtime_information_request",
+]
 
 MANAGEMENT_PREFIX = "/$management"
+#: The dashboard's session cookie: a Manage token the dashboard's login made (see dashboard/handler.py).
+SESSION_COOKIE = "hyco_session"
 HC_TYPE = "Microsoft.Relay/Namespaces/HybridConnections"
 RULE_TYPE = {
     True: "Microsoft.Relay/Namespaces/HybridConnections/AuthorizationRules",
@@ -191,6 +202,8 @@ class ManagementApi:
         metrics: the relay's metrics (``/$metrics``, ``/$management/status``).
         health: the ``/$health`` counts (totals of ``/$management/status``).
         metrics_public: serve ``/$metrics`` without a token.
+        inspector: recorded HTTP requests (``/$management/requests/http``, ngrok's inspection API).
+        own_url: the relay's own HTTP base URL (replays are sent there).
     """
 
     def __init__(
@@ -204,7 +217,11 @@ class ManagementApi:
         metrics: RelayMetrics,
         health: Callable[[], dict[str, Any]],
         metrics_public: bool = False,
+        inspector: Inspector | None = None,
+        own_url: Callable[[], str] = lambda: "",
     ) -> None:
+        self.inspector = inspector or Inspector()
+        self._own_url = own_url
         self._metrics = metrics
         self._health = health
         self._metrics_public = metrics_public
@@ -220,11 +237,14 @@ class ManagementApi:
         """Serve one request whose path starts with ``/$management``."""
         try:
             tail = request.rel_url.path[len(MANAGEMENT_PREFIX) :]
+            if tail.strip("/").lower().startswith("requests/http"):
+                self._authorize(request, self._token(request), "")
+                return await self._requests(request, tail.strip("/")[len("requests/http") :].strip("/"))
             if tail.strip("/").lower() == "status":
                 self._authorize(request, self._token(request), "")
                 if request.method != "GET":
                     raise ManagementError(405, "MethodNotAllowed", f"{request.method} is not supported here.")
-                return _json(self._status())
+                return _json(self.status())
             target = _parse_target(tail)
             scope = self._scope(target)
             self._authorize(request, self._token(request), scope)
@@ -244,7 +264,11 @@ class ManagementApi:
                 return web.Response(status=exc.http_status, text=exc.description + "\n")
         return web.Response(body=self._metrics.text(), headers={"Content-Type": CONTENT_TYPE})
 
-    def _status(self) -> dict[str, Any]:
+    def check_manage(self, request: web.Request, token: str | None) -> None:
+        """Raise RelayError (401/403) unless ``token`` has Manage rights on the namespace."""
+        self._authorize(request, token, "")
+
+    def status(self) -> dict[str, Any]:
         """The ``hyco status`` body: live totals, and per hybrid connection its listeners and traffic."""
         rows = []
         for hc in sorted(self._registry.all(), key=lambda h: h.path.lower()):
@@ -264,7 +288,60 @@ class ManagementApi:
 
     @staticmethod
     def _token(request: web.Request) -> str | None:
-        return request.headers.get("Authorization") or request.headers.get("ServiceBusAuthorization")
+        return (
+            request.headers.get("Authorization")
+            or request.headers.get("ServiceBusAuthorization")
+            or request.cookies.get(SESSION_COOKIE)
+        )
+
+    # --- the inspector (ngrok's /api/requests/http shapes) ---
+
+    async def _requests(self, request: web.Request, capture_id: str) -> web.Response:
+        method = request.method
+        if not capture_id:
+            if method == "GET":
+                limit = request.query.get("limit", "")
+                recent = self.inspector.recent(int(limit) if limit.isdigit() else None)
+                return _json(
+                    {"uri": f"{MANAGEMENT_PREFIX}/requests/http", "requests": [c.summary() for c in recent]}
+                )
+            if method == "DELETE":
+                self.inspector.clear()
+                return web.Response(status=204)
+            if method == "POST":
+                body = await _json_body(request)
+                return await self._replay(str(body.get("id", "")))
+        elif method == "GET":
+            capture = self.inspector.get(capture_id)
+            if capture is None:
+                raise _not_found(f"The recorded request '{capture_id[:64]}'")
+            return _json(capture.summary())
+        raise ManagementError(405, "MethodNotAllowed", f"{method} is not supported on this resource.")
+
+    async def _replay(self, capture_id: str) -> web.Response:
+        capture = self.inspector.get(capture_id)
+        if capture is None:
+            raise _not_found(f"The recorded request '{capture_id[:64]}'")
+        if not capture.replayable:
+            raise ManagementError(
+                409,
+                "Conflict",
+                "The request cannot be replayed: it is still running or its body was larger "
+                "than the inspector keeps.",
+            )
+        hc = self._registry.get(capture.entity)
+        if hc is None or not hc.listeners:
+            raise ManagementError(
+                409, "NoListener", f"No listener is connected to '{capture.entity}' to replay the request to."
+            )
+        own = self._own_url()
+        host = own.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+        rules = hc.config.authorization_rules + self._namespace.namespace_rules
+        try:
+            status = await replay(capture, own, host, rules, hc.config.request_timeout + 5)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ManagementError(502, "ReplayFailed", f"The replay did not complete: {exc}.") from None
+        return _json({"id": capture.id, "replayStatus": status})
 
     def _scope(self, target: _Target) -> str:
         """The entity path the call is about ("" for the namespace), checked to be a valid name."""

@@ -1,0 +1,1 @@
+"""The live dashboard (``/$dashboard``) and the HTTP inspector behind it (docs/operations.md)."""
