@@ -155,7 +155,8 @@ class FrontDoor:
             if capture is not None and self._inspector is not None:
                 self._inspector.finish(capture, status)
             if self._metrics is not None:
-                sent = response.body_length if response is not None else 0
+                # A web.Response is written after the handler returns: its length is its content length.
+                sent = (response.body_length or response.content_length or 0) if response is not None else 0
                 self._metrics.http_done(
                     hc.path, status, time.monotonic() - started, request.content_length or 0, sent
                 )

@@ -27,8 +27,6 @@ from hyco.server.registry import HybridConnection
 
 __all__ = ["CAPTURE_KEY", "Capture", "Inspector", "redact_headers"]
 
-#: Where the front door leaves the capture of a request for the HTTP forwarder (``request[CAPTURE_KEY]``).
-CAPTURE_KEY = "hyco.capture"
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "servicebusauthorization", "proxy-authorization"})
 SECRET_PARAMS = frozenset({"sb-hc-token"})
@@ -137,6 +135,10 @@ class Capture:
             },
             "response": response,
         }
+
+
+#: Where the front door leaves the capture of a request for the HTTP forwarder (``request[CAPTURE_KEY]``).
+CAPTURE_KEY = web.RequestKey("hyco.capture", Capture)
 
 
 def _header_map(headers: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -126,8 +126,12 @@ function chart() {
   g.fillText(`max ${top.toFixed(1)}`, 4, 12);
 }
 
+function raw(body) {
+  return new TextDecoder().decode(Uint8Array.from(atob(body.base64), (c) => c.charCodeAt(0)));
+}
+
 function decode(body) {
-  const text = new TextDecoder().decode(Uint8Array.from(atob(body.base64), (c) => c.charCodeAt(0)));
+  const text = raw(body);
   let shown = text;
   try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* not JSON: as is */ }
   return shown + (body.truncated ? `\n… (${body.size} bytes in all)` : "");
@@ -145,7 +149,7 @@ function curl(r) {
     if (["host", "content-length", "via", "connection"].includes(name.toLowerCase())) continue;
     for (const v of values) parts.push("-H", quote(`${name}: ${v === "[redacted]" ? "<token>" : v}`));
   }
-  if (r.request.body.size) parts.push("--data-binary", quote(decode({ ...r.request.body, truncated: false })));
+  if (r.request.body.size) parts.push("--data-binary", quote(raw(r.request.body)));
   return parts.join(" ");
 }
 
