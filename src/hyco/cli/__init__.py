@@ -18,6 +18,11 @@ SUBCOMMANDS: dict[str, str] = {
     "token": "hyco.cli.token",
     "forward": "hyco.cli.forward",
     "expose": "hyco.cli.expose",
+    # Management (docs/operations.md)
+    "hyco": "hyco.cli.hybrid_connection",
+    "namespace": "hyco.cli.namespace",
+    "status": "hyco.cli.status",
+    "connection-string": "hyco.cli.connection_string",
 }
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import shlex
 import shutil
+import signal
 import ssl
 import sys
 from pathlib import Path
@@ -37,6 +39,7 @@ Examples:
   hyco relay --self-signed localhost          TLS (wss://) with a development certificate
   hyco relay --config relay.toml              everything from a file (docs/configuration.md)
   export HYCO_CONNECTION_STRING="$(hyco relay --print-connection-string);EntityPath=echo"
+  hyco relay --reload                         make the running relay re-read its file (or send it SIGHUP)
 
 \b
 Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_LOG_LEVEL
@@ -81,6 +84,13 @@ Exit status: 0 stopped by SIGTERM, 1 error (config, port in use), 2 usage, 130 C
     help="Print the connection string clients use (as the banner does) and exit without starting; creates "
     "DATA_DIR/relay.toml like a first start when it is missing.",
 )
+@click.option(
+    "--reload",
+    "reload_running",
+    is_flag=True,
+    help="Tell the relay running with this data directory (or --config) to re-read its configuration file "
+    "(as SIGHUP does); connections stay up.",
+)
 @logging_options
 def command(
     config_path: Path | None,
@@ -89,6 +99,7 @@ def command(
     self_signed: tuple[str, ...],
     data_dir: Path | None,
     print_only: bool,
+    reload_running: bool,
     verbose: int,
     log_level: str | None,
 ) -> None:
@@ -103,6 +114,12 @@ def command(
     setup_logging(scrub, verbose=verbose, level=log_level)
     explicit_dir = data_dir
     data_dir = data_dir or default_data_dir()
+    if reload_running:
+        from hyco.cli._reload import signal_reload
+
+        run_dir = data_dir if explicit_dir or config_path is None else _config_data_dir(config_path, data_dir)
+        click.echo(f"asked the relay (pid {signal_reload(run_dir)}) to reload its configuration")
+        return
     try:
         created_path: Path | None = None
         if config_path is not None:
@@ -154,6 +171,15 @@ def _rules(config: RelayConfig) -> list[AuthorizationRule]:
         *config.authorization_rules,
         *(r for hc in config.hybrid_connections for r in hc.authorization_rules),
     ]
+
+
+def _config_data_dir(config_path: Path, fallback: Path) -> Path:
+    from hyco.server import config as cfg
+
+    try:
+        return cfg.load_config(config_path).server.data_dir or fallback
+    except InvalidConfig as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _tls(config: RelayConfig, data_dir: Path) -> tuple[ssl.SSLContext | None, Path | None]:
@@ -259,17 +285,25 @@ def _run(
     created: Path | None,
     ca: Path | None,
 ) -> None:
+    from hyco.cli._reload import pid_file, reload_config
     from hyco.server import serve
 
     async def main() -> None:
         try:
             async with serve(config, ssl_context=ssl_context) as relay:
+                if config_path is not None:
+                    path = config_path
+                    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+                        asyncio.get_running_loop().add_signal_handler(
+                            signal.SIGHUP, lambda: reload_config(relay, path)
+                        )
                 _banner(relay.url, config, config_path, created, ca)
-                try:
-                    await asyncio.Event().wait()  # until a signal cancels this (cli._loop)
-                except asyncio.CancelledError:
-                    click.echo("shutting down: closing control channels and connections ...", err=True)
-                    raise
+                with pid_file(config.server.data_dir or default_data_dir()):
+                    try:
+                        await asyncio.Event().wait()  # until a signal cancels this (cli._loop)
+                    except asyncio.CancelledError:
+                        click.echo("shutting down: closing control channels and connections ...", err=True)
+                        raise
         except OSError as exc:
             raise click.ClickException(
                 f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"

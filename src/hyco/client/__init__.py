@@ -12,6 +12,7 @@ from hyco.client.listener import (
     HybridConnectionListener,
     ListenerState,
 )
+from hyco.client.runtime import HybridConnectionRuntimeInformation
 from hyco.client.sender import HybridConnectionClient
 from hyco.client.stream import HybridConnectionStream
 
@@ -22,6 +23,7 @@ __all__ = [
     "HttpResponse",
     "HybridConnectionClient",
     "HybridConnectionListener",
+    "HybridConnectionRuntimeInformation",
     "HybridConnectionStream",
     "ListenerState",
     "RelayedHttpRequest",

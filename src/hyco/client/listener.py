@@ -47,6 +47,7 @@ from hyco.client._rawws import RawWebSocket
 from hyco.client.accepting import AcceptContext, AcceptHandler, dial_rejection, dial_rendezvous
 from hyco.client.credentials import SecurityToken, TokenProvider
 from hyco.client.http import RequestHandler
+from hyco.client.runtime import HybridConnectionRuntimeInformation, get_runtime_information
 from hyco.client.sender import DEFAULT_STREAM_KEEP_ALIVE, resolve_address
 from hyco.client.stream import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -247,6 +248,15 @@ class HybridConnectionListener:
         return self._renewals
 
     # ------------------------------------------------------------------ lifecycle
+
+    async def get_runtime_information(self) -> HybridConnectionRuntimeInformation:
+        """The hybrid connection's listener count and settings (``GetRuntimeInformationAsync``).
+
+        Raises:
+            AuthorizationFailed: the token lacks Manage rights; others as
+                :func:`hyco.client.runtime.get_runtime_information`.
+        """
+        return await get_runtime_information(self.address, self.token_provider, self._net, self.open_timeout)
 
     async def open(self) -> None:
         """Open the control channel.

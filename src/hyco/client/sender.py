@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from hyco.client._engine import handshake_headers
 from hyco.client._net import NetOptions, make_ssl, open_websocket
 from hyco.client.credentials import TokenProvider
+from hyco.client.runtime import HybridConnectionRuntimeInformation, get_runtime_information
 from hyco.client.stream import DEFAULT_CLOSE_TIMEOUT, HybridConnectionStream
 from hyco.exceptions import InvalidConnectionString, InvalidInput
 from hyco.protocol.connection_string import RelayConnectionString
@@ -135,6 +136,17 @@ class HybridConnectionClient:
 
     def __repr__(self) -> str:
         return f"<HybridConnectionClient {self.address}>"
+
+    async def get_runtime_information(self) -> HybridConnectionRuntimeInformation:
+        """The hybrid connection's listener count and settings (``GetRuntimeInformationAsync``).
+
+        Raises:
+            AuthorizationFailed: the token lacks Manage rights; others as
+                :func:`hyco.client.runtime.get_runtime_information`.
+        """
+        return await get_runtime_information(
+            self.address, self.token_provider, self._net, self.connect_timeout
+        )
 
     async def connect(
         self,

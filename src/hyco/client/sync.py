@@ -24,6 +24,7 @@ from hyco.client import sender as _asender
 from hyco.client import stream as _astream
 from hyco.client.credentials import SecurityToken, TokenSource
 from hyco.client.listener import AcceptContext, ListenerState
+from hyco.client.runtime import HybridConnectionRuntimeInformation
 from hyco.exceptions import HycoError, LocalProtocolError, RelayTimeout
 from hyco.protocol.connection_string import RelayConnectionString
 from hyco.protocol.messages import RemoteEndpoint
@@ -294,6 +295,10 @@ class HybridConnectionClient:
         stream = _run(self._client.connect(headers, subprotocols, connect_timeout=connect_timeout))
         return HybridConnectionStream(stream)
 
+    def get_runtime_information(self) -> HybridConnectionRuntimeInformation:
+        """The hybrid connection's listener count and settings; raises as the asyncio twin."""
+        return _run(self._client.get_runtime_information())
+
 
 Callback = Callable[["HybridConnectionListener"], object]
 
@@ -373,6 +378,10 @@ class HybridConnectionListener:
     def token_renewals(self) -> int:
         """How many ``renewToken`` messages were sent."""
         return self._listener.token_renewals
+
+    def get_runtime_information(self) -> HybridConnectionRuntimeInformation:
+        """The hybrid connection's listener count and settings; raises as the asyncio twin."""
+        return _run(self._listener.get_runtime_information())
 
     def open(self) -> None:
         """Open the control channel; raises as the asyncio ``open``."""

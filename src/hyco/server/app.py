@@ -7,7 +7,10 @@ or ``httpforward`` (relayed HTTP). ``engine`` is the only module that knows the 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,13 +25,17 @@ from hyco.server.auth import SignatureCache, authorize
 from hyco.server.buffers import READ_BUFFER, ByteBudget
 from hyco.server.capacity import Capacity
 from hyco.server.config import RelayConfig
+from hyco.server.dashboard.handler import Dashboard
 from hyco.server.engine import ConnectionGate, Handshake, bound_address
 from hyco.server.frontdoor import FrontDoor
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ConnectedListener, ListenerHub
+from hyco.server.management import ManagementApi
+from hyco.server.metrics import RelayMetrics
 from hyco.server.registry import HybridConnection, Registry
 from hyco.server.router import LocalRouter, Router
 from hyco.server.sources import SourceLimits
+from hyco.server.store import Namespace, Store, open_store
 from hyco.server.streams import StreamForwarder
 
 __all__ = ["Relay", "serve"]
@@ -55,6 +62,7 @@ class Relay:
         ssl_context: TLS for the port, or None for plain ws/http.
         router: where senders are routed (default: the listeners of this process).
         clock: where token expiry is read and waited for (tests pass ``hyco.testing.FakeClock``).
+        store: where entities and rules created at run time are kept (default: :func:`open_store`).
 
     Attributes:
         config: the configuration it runs with.
@@ -67,21 +75,31 @@ class Relay:
         ssl_context: ssl.SSLContext | None = None,
         router: Router | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        store: Store | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
         self._ssl = ssl_context
         limits = config.limits
         self._registry = Registry(
-            config.hybrid_connections,
+            (),
             create_on_listen=config.server.create_on_listen,
             max_hybrid_connections=limits.max_hybrid_connections,
         )
         self._signatures = SignatureCache()
+        self._background: set[asyncio.Task[None]] = set()
+        self.namespace = Namespace(
+            config,
+            store if store is not None else open_store(config),
+            self._registry,
+            on_rules_changed=self._signatures.clear,
+            close_listeners=self._close_listeners,
+        )
         self._closing = False
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._bound: tuple[str, int] | None = None
+        self.metrics = RelayMetrics(self._registry.all)
         router = router or LocalRouter()
         capacity = Capacity(limits.max_pending)
         self._http = HttpForwarder(
@@ -99,10 +117,23 @@ class Relay:
             self._http.on_control_response,
             self._http.on_invalid_response,
             clock,
+            self.metrics,
         )
-        self._streams = StreamForwarder(router, limits, capacity, self._authorize_sender)
         self._sources = SourceLimits(limits.max_connections_per_source, limits.handshake_rate_per_source)
         self._gate = ConnectionGate(self._sources.open_connection, self._sources.close_connection)
+        self._streams = StreamForwarder(router, limits, capacity, self._authorize_sender, self.metrics)
+        self.management = ManagementApi(
+            self.namespace,
+            self._registry,
+            self._authorize_manage,
+            config.server.public_url,
+            clock.time,
+            metrics=self.metrics,
+            health=self.health,
+            metrics_public=config.server.metrics_public,
+            own_url=lambda: self.http_url,
+        )
+        dashboard = Dashboard(self.management, self.connected_listeners, socket.gethostname())
         self._front_door = FrontDoor(
             self._registry,
             self._listeners,
@@ -111,6 +142,10 @@ class Relay:
             lambda: self._closing,
             sources=self._sources,
             uncount=self._gate.uncount,
+            management=self.management,
+            metrics=self.metrics,
+            inspector=self.management.inspector,
+            dashboard=dashboard.handle,
         )
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -140,6 +175,8 @@ class Relay:
         """Bind the port and start serving; returns once the relay accepts connections."""
         # Tokens never reach the log, and no peer value can forge a log line (docs/relay.md, "Logs").
         logs.install()
+        """Load the store, bind the port and start serving; returns once the relay accepts connections."""
+        await self.namespace.open()
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("*", "/{tail:.*}", self._front_door.handle)
         # handler_cancellation: a sender that hangs up while waiting for a listener cancels its handler,
@@ -185,6 +222,8 @@ class Relay:
         finally:
             if self._runner is not None:
                 await self._runner.cleanup()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await self.namespace.store.close()
             log.info("relay stopped")
 
     # --- what is going on (operations, tests) -------------------------------------------------
@@ -205,6 +244,20 @@ class Relay:
         """
         return await self._listeners.disconnect(listener_id, code, reason or "Disconnected by the operator.")
 
+    def reload(self, config: RelayConfig) -> None:
+        """Take the hybrid connections and rules of a re-read configuration file; connections stay up.
+
+        Entities that left the file are removed (their listeners closed with 1001); changed keys take effect
+        at once. Server settings and limits take effect at the next start.
+        """
+        self.namespace.reseed(config)
+        self.config = dataclasses.replace(
+            self.config,
+            hybrid_connections=config.hybrid_connections,
+            authorization_rules=config.authorization_rules,
+        )
+        log.info("configuration reloaded: %d hybrid connections in the file", len(config.hybrid_connections))
+
     # --- wiring helpers -----------------------------------------------------------------------
 
     def _authorize(
@@ -219,7 +272,7 @@ class Relay:
             entity_path=hc.path,
             requested_path=hc.path + suffix,
             entity_rules=hc.config.authorization_rules,
-            namespace_rules=self.config.authorization_rules,
+            namespace_rules=self.namespace.namespace_rules,
             hosts=hosts,
             now=self._clock.time(),
             cache=self._signatures,
@@ -229,6 +282,35 @@ class Relay:
         self, handshake: Handshake, token_text: str | None, hc: HybridConnection, suffix: str
     ) -> None:
         self._authorize(handshake.host, token_text, hc, Right.SEND, suffix)
+
+    def _authorize_manage(self, request: web.Request, token_text: str | None, scope: str) -> SasToken:
+        """Manage rights on the hybrid connection ``scope``, or on the namespace when ``scope`` is ""."""
+        hc = self._registry.get(scope) if scope else None
+        return authorize(
+            token_text,
+            right=Right.MANAGE,
+            entity_path=scope,
+            entity_rules=hc.config.authorization_rules if hc is not None else (),
+            namespace_rules=self.namespace.namespace_rules,
+            hosts={h for h in (_hostname(request.host), self._public_host()) if h},
+            now=self._clock.time(),
+            cache=self._signatures,
+        )
+
+    def _close_listeners(self, hc: HybridConnection) -> None:
+        """Close the channels of a deleted or disabled hybrid connection with 1001 (protocol.md 2.8)."""
+        reason = f"The hybrid connection '{hc.path}' was deleted or disabled."
+        ids = [lst.listener_id for lst in hc.listeners]
+        if not ids:
+            return
+
+        async def close_them() -> None:
+            for listener_id in ids:
+                await self.disconnect_listener(listener_id, GOING_AWAY, reason)
+
+        task = asyncio.ensure_future(close_them())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _public_host(self) -> str | None:
         public = self.config.server.public_url

@@ -33,6 +33,10 @@ class SignatureCache:
         """The parsed token and the rule that signed it, if verified before for this entity."""
         return self._entries.get((token_text, entity_path))
 
+    def clear(self) -> None:
+        """Forget every verified token (keys or rules changed)."""
+        self._entries.clear()
+
     def put(self, token_text: str, entity_path: str, token: SasToken, rule: AuthorizationRule) -> None:
         """Remember a verified token."""
         if len(self._entries) >= self._max:

@@ -8,6 +8,7 @@ add keys freely, rename none.
 from __future__ import annotations
 
 import base64
+import enum
 import os
 import secrets
 import tomllib
@@ -23,6 +24,7 @@ from hyco.protocol.sas import MAX_KEY_LENGTH, MAX_KEY_NAME_LENGTH, Right
 __all__ = [
     "DEFAULT_LISTEN",
     "AuthorizationRule",
+    "EntityStatus",
     "HybridConnectionConfig",
     "Limits",
     "RelayConfig",
@@ -73,6 +75,25 @@ class AuthorizationRule:
         return right in self.rights or Right.MANAGE in self.rights
 
 
+class EntityStatus(enum.StrEnum):
+    """A hybrid connection's status, as Azure's resource model spells it."""
+
+    ACTIVE = "Active"
+    DISABLED = "Disabled"
+    SEND_DISABLED = "SendDisabled"
+    RECEIVE_DISABLED = "ReceiveDisabled"
+
+    @property
+    def admits_senders(self) -> bool:
+        """Whether senders are let through."""
+        return self in (EntityStatus.ACTIVE, EntityStatus.RECEIVE_DISABLED)
+
+    @property
+    def admits_listeners(self) -> bool:
+        """Whether listeners are let in."""
+        return self in (EntityStatus.ACTIVE, EntityStatus.SEND_DISABLED)
+
+
 @dataclass(frozen=True, slots=True)
 class HybridConnectionConfig:
     """One hybrid connection (entity).
@@ -82,12 +103,18 @@ class HybridConnectionConfig:
         requires_client_authorization: senders need a Send token (default True).
         authorization_rules: rules that cover only this hybrid connection.
         request_timeout: seconds a listener has to answer a relayed HTTP request (protocol.md 4.4).
+        user_metadata: free text kept for the user (shown by the management API).
+        status: whether listeners and senders are admitted.
+        inspect: record this hybrid connection's relayed HTTP requests for the dashboard's inspector.
     """
 
     path: str
     requires_client_authorization: bool = True
     authorization_rules: tuple[AuthorizationRule, ...] = ()
     request_timeout: float = 60.0
+    user_metadata: str = ""
+    status: EntityStatus = EntityStatus.ACTIVE
+    inspect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +143,10 @@ class ServerConfig:
             means "the host name the listener used".
         tls: TLS settings, or None for plain ws/http.
         create_on_listen: create a hybrid connection when a listener opens an unknown path.
-        data_dir: where generated files (default config, development certificates) live.
+        data_dir: where generated files (default config, development certificates, the store) live.
+        store: where entities and rules created at run time are kept: ``"sqlite"`` (``data_dir/hyco.db``;
+            in memory when there is no data directory) or ``"memory"`` (lost on restart).
+        metrics_public: serve ``/$metrics`` without a token (default: a Manage token is needed).
     """
 
     host: str = DEFAULT_HOST
@@ -125,6 +155,8 @@ class ServerConfig:
     tls: TlsConfig | None = None
     create_on_listen: bool = False
     data_dir: Path | None = None
+    store: str = "sqlite"
+    metrics_public: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +319,15 @@ def _parse_hc(table: Any, where: str) -> HybridConnectionConfig:
         raise InvalidConfig(f"{where} must be a table")
     _check_keys(
         table,
-        {"path", "requires_client_authorization", "authorization_rules", "request_timeout"},
+        {
+            "path",
+            "requires_client_authorization",
+            "authorization_rules",
+            "request_timeout",
+            "user_metadata",
+            "status",
+            "inspect",
+        },
         where,
     )
     path = _get(table, "path", str, where)
@@ -297,11 +337,20 @@ def _parse_hc(table: Any, where: str) -> HybridConnectionConfig:
     timeout = _get(table, "request_timeout", (int, float), where)
     if timeout is not None and timeout <= 0:
         raise InvalidConfig(f"{where}.request_timeout must be positive seconds")
+    status = _get(table, "status", str, where) or EntityStatus.ACTIVE.value
+    try:
+        entity_status = EntityStatus(status)
+    except ValueError:
+        allowed = ", ".join(s.value for s in EntityStatus)
+        raise InvalidConfig(f"{where}.status must be one of {allowed}; got {status!r}") from None
     return HybridConnectionConfig(
         path=validate_entity_path(path, f"{where}.path"),
         requires_client_authorization=True if requires is None else requires,
         authorization_rules=_parse_rules(table.get("authorization_rules"), f"{where}.authorization_rules"),
         request_timeout=60.0 if timeout is None else float(timeout),
+        user_metadata=_get(table, "user_metadata", str, where) or "",
+        status=entity_status,
+        inspect=bool(_get(table, "inspect", bool, where)),
     )
 
 
@@ -370,12 +419,19 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
     server_table = data.get("server", {})
     if not isinstance(server_table, dict):
         raise InvalidConfig("server must be a table")
-    _check_keys(server_table, {"listen", "public_url", "tls", "create_on_listen", "data_dir"}, "server")
+    _check_keys(
+        server_table,
+        {"listen", "public_url", "tls", "create_on_listen", "data_dir", "store", "metrics_public"},
+        "server",
+    )
     listen = _get(server_table, "listen", str, "server")
     host, port = parse_host_port(DEFAULT_LISTEN if listen is None else listen)
     public_url = _get(server_table, "public_url", str, "server")
     tls_table = server_table.get("tls")
     data_dir = _get(server_table, "data_dir", str, "server")
+    store = _get(server_table, "store", str, "server") or "sqlite"
+    if store not in ("sqlite", "memory"):
+        raise InvalidConfig(f'server.store must be "sqlite" or "memory"; got {store!r}')
     server = ServerConfig(
         host=host,
         port=port,
@@ -383,6 +439,8 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
         tls=_parse_tls(tls_table, base) if tls_table is not None else None,
         create_on_listen=bool(_get(server_table, "create_on_listen", bool, "server")),
         data_dir=base / data_dir if data_dir is not None else base,
+        store=store,
+        metrics_public=bool(_get(server_table, "metrics_public", bool, "server")),
     )
     hcs_raw = data.get("hybrid_connections") or []
     if not isinstance(hcs_raw, list):

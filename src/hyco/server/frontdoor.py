@@ -23,19 +23,23 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from hyco.exceptions import InvalidURI, RelayError, ServerBusy
-from hyco.protocol.uri import HC_PREFIX, Action, parse_websocket_target, query_params
+from hyco.protocol.uri import HC_PREFIX, Action, WebSocketTarget, parse_websocket_target, query_params
 from hyco.server.answer import HttpAnswer
+from hyco.server.dashboard.inspector import Inspector
 from hyco.server.engine import Handshake
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ListenerHub
-from hyco.server.registry import Registry
+from hyco.server.management import MANAGEMENT_PREFIX, ManagementApi, is_runtime_information_request
+from hyco.server.metrics import RelayMetrics
+from hyco.server.registry import HybridConnection, Registry
 from hyco.server.sources import RateLimited, SourceLimits
 from hyco.server.streams import StreamForwarder
 from hyco.server.throttle import Throttle
@@ -45,6 +49,8 @@ __all__ = ["FrontDoor", "reason_phrase"]
 log = logging.getLogger("hyco.relay")
 
 HEALTH_PATH = "/$health"
+METRICS_PATH = "/$metrics"
+DASHBOARD_PREFIX = "/$dashboard"
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: Longest reason phrase on a status line (the description is in the JSON body in full).
 MAX_REASON_PHRASE = 512
@@ -80,6 +86,10 @@ class FrontDoor:
         closing: tells whether the relay is shutting down (new requests then get 503).
         sources: per-address limits; every handshake and request is charged to its address's rate.
         uncount: stops counting a connection against its address (a listener's upgraded rendezvous dial).
+        management: serves ``/$management/...``, ``/$metrics`` and the SDKs' runtime-information GET.
+        metrics: told how each listener, sender and HTTP request ended.
+        inspector: records the HTTP requests of inspected hybrid connections.
+        dashboard: serves ``/$dashboard`` (an aiohttp handler).
     """
 
     def __init__(
@@ -92,6 +102,10 @@ class FrontDoor:
         *,
         sources: SourceLimits | None = None,
         uncount: Callable[[asyncio.BaseTransport | None], None] | None = None,
+        management: ManagementApi | None = None,
+        metrics: RelayMetrics | None = None,
+        inspector: Inspector | None = None,
+        dashboard: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
     ) -> None:
         self._registry = registry
         self._listeners = listeners
@@ -100,6 +114,10 @@ class FrontDoor:
         self._closing = closing
         self._sources = sources
         self._uncount = uncount
+        self._management = management
+        self._metrics = metrics
+        self._inspector = inspector
+        self._dashboard = dashboard
         self._refusals = Throttle(interval=1.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -114,12 +132,47 @@ class FrontDoor:
             if raw_path.startswith(HC_PREFIX) or raw_path == HC_PREFIX.rstrip("/"):
                 return await self._websocket(request, raw_path, tracking_id)
             self._charge(request)
+            if self._management is not None:
+                if raw_path == MANAGEMENT_PREFIX or raw_path.startswith(MANAGEMENT_PREFIX + "/"):
+                    return await self._management.handle(request)
+                if self._dashboard is not None and (
+                    raw_path == DASHBOARD_PREFIX or raw_path.startswith(DASHBOARD_PREFIX + "/")
+                ):
+                    return await self._dashboard(request)
+                if raw_path == METRICS_PATH:
+                    return await self._management.metrics(request)
+                if is_runtime_information_request(request):
+                    return await self._management.runtime_information(request, raw_path)
             ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
             tracking_id = client_tracking_id(ident) or tracking_id
-            hc, suffix = self._registry.find(raw_path)
-            return await self._http.forward(request, hc, suffix, tracking_id)
+            hc, suffix = self._registry.find_for_sender(raw_path)
+            return await self._forward_http(request, hc, suffix, tracking_id)
         except RelayError as exc:
             return self.error_response(request, exc, tracking_id)
+
+    async def _forward_http(
+        self, request: web.Request, hc: HybridConnection, suffix: str, tracking_id: str
+    ) -> web.StreamResponse:
+        started = time.monotonic()
+        status = 499  # the sender went away (nginx's "client closed request")
+        response: web.StreamResponse | None = None
+        capture = self._inspector.begin(request, hc) if self._inspector is not None else None
+        try:
+            response = await self._http.forward(request, hc, suffix, tracking_id)
+            status = response.status
+            return response
+        except RelayError as exc:
+            status = exc.http_status
+            raise
+        finally:
+            if capture is not None and self._inspector is not None:
+                self._inspector.finish(capture, status)
+            if self._metrics is not None:
+                # A web.Response is written after the handler returns: its length is its content length.
+                sent = (response.body_length or response.content_length or 0) if response is not None else 0
+                self._metrics.http_done(
+                    hc.path, status, time.monotonic() - started, request.content_length or 0, sent
+                )
 
     async def _websocket(self, request: web.Request, raw_path: str, tracking_id: str) -> web.StreamResponse:
         try:
@@ -141,21 +194,25 @@ class FrontDoor:
             request, on_upgrade=(lambda: uncount(request.transport)) if dial and uncount is not None else None
         )
         answer: HttpAnswer | None = None
+        status = 499  # the client went away during its handshake
         try:
             if target.action is Action.LISTEN:
                 await self._listeners.serve(handshake, target, tracking_id)
             elif target.action is Action.CONNECT:
-                hc, suffix = self._registry.find(target.path)
+                hc, suffix = self._registry.find_for_sender(target.path)
                 answer = await self._streams.connect(handshake, target, hc, suffix, tracking_id)
             elif target.action is Action.ACCEPT:
                 answer = await self._streams.accept(handshake, target)
             else:
                 await self._http.rendezvous(handshake, target.id)
         except RelayError as exc:
+            status = exc.http_status
             if handshake.response is None:
                 raise
             # Once the upgrade is done, errors travel as Close frames (sent by the handler); log and end.
             log.debug("%s %s ended: %s", target.action.value, target.path[:200], exc.description)
+        finally:
+            self._observe(target, handshake, answer.status if answer is not None else status)
         if answer is not None:
             return web.Response(
                 status=answer.status,
@@ -170,6 +227,24 @@ class FrontDoor:
     def _charge(self, request: web.Request) -> None:
         if self._sources is not None:
             self._sources.take(request.remote or "?")
+
+    def _observe(self, target: WebSocketTarget, handshake: Handshake, status: int) -> None:
+        """Report how a listener's or a sender's handshake ended (101 once it was upgraded)."""
+        if self._metrics is None or target.action not in (Action.LISTEN, Action.CONNECT):
+            return
+        upgraded = handshake.response is not None
+        status = 101 if upgraded else status
+        if target.action is Action.LISTEN:
+            hc = self._registry.get(target.path)
+            # An auto-created entity may be gone by now; a listener that got in named a real one.
+            entity = hc.path if hc is not None else (target.path.strip("/") if upgraded else "")
+            self._metrics.listener_ended(entity, status)
+        else:
+            try:
+                entity = self._registry.find(target.path)[0].path
+            except RelayError:
+                entity = ""
+            self._metrics.sender_ended(entity, status)
 
     def error_response(self, request: web.Request, exc: RelayError, tracking_id: str) -> web.Response:
         """The response for a refusal, logged (throttled per client and status)."""

@@ -39,6 +39,7 @@ from hyco.protocol.messages import MAX_INLINE_BODY, MAX_INLINE_HEADERS
 from hyco.protocol.uri import Action, build_rendezvous_address, query_params, strip_sb_hc_params
 from hyco.server.buffers import UPLOAD_WINDOW, ByteBudget
 from hyco.server.capacity import Capacity
+from hyco.server.dashboard.inspector import CAPTURE_KEY
 from hyco.server.engine import Handshake
 from hyco.server.registry import HybridConnection
 from hyco.server.router import Delivery, ListenerCriteria, NoListenerConnected, Router
@@ -219,6 +220,7 @@ class HttpForwarder:
 
     async def _body_chunks(self, request: web.Request) -> AsyncIterator[bytes]:
         """The request body as it arrives; a body that stalls for ``body_timeout`` ends the request (408)."""
+        capture = request.get(CAPTURE_KEY)  # the inspector's, for inspected hybrid connections
         while True:
             try:
                 async with asyncio.timeout(self._body_timeout):
@@ -231,6 +233,8 @@ class HttpForwarder:
                 ) from None
             if not chunk:
                 return
+            if capture is not None:
+                capture.request_chunk(chunk)
             yield chunk
 
     def _token(
@@ -335,11 +339,16 @@ class HttpForwarder:
                 reason = "Status"
         headers = _join_headers(list((command.response_headers or {}).items()), RESPONSE_SKIP)
         headers["Via"] = f"{headers['Via']}, 1.1 {host}" if "Via" in headers else f"1.1 {host}"
+        capture = request.get(CAPTURE_KEY)
+        if capture is not None:
+            capture.response_started(command.status_code, headers)
         body = start.body
         if body is None or isinstance(body, bytes):
             data = body or b""
             if 100 <= command.status_code < 200 or command.status_code in (204, 304):
                 data = b""
+            if capture is not None:
+                capture.response_chunk(data)
             return web.Response(status=command.status_code, reason=reason, headers=headers, body=data)
         response = web.StreamResponse(status=command.status_code, reason=reason, headers=headers)
         await response.prepare(request)
@@ -354,6 +363,8 @@ class HttpForwarder:
             except (ConnectionLost, RemoteProtocolError) as exc:
                 # The status line is gone already: a cut connection is how the sender learns the body broke.
                 return _cut(request, response, f"the listener's response body broke: {exc}")
+            if capture is not None:
+                capture.response_chunk(chunk)
             try:
                 # A sender that stops reading must not hold the exchange (and a max_pending slot) forever.
                 async with asyncio.timeout(timeout):

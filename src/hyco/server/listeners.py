@@ -20,6 +20,7 @@ from hyco.protocol.uri import WebSocketTarget
 from hyco.server.config import Limits
 from hyco.server.control import ControlChannel
 from hyco.server.engine import Handshake
+from hyco.server.metrics import RelayMetrics
 from hyco.server.registry import HybridConnection, Registry
 
 __all__ = ["ConnectedListener", "ListenerHub"]
@@ -54,6 +55,7 @@ class ListenerHub:
         base_url_for: where listeners reach this node, given the listener's own handshake.
         on_response, on_invalid_response: where HTTP responses arriving on a channel go.
         clock: where token expiry is read and waited for.
+        metrics: told when a listener comes online.
     """
 
     def __init__(
@@ -65,7 +67,9 @@ class ListenerHub:
         on_response: Callable[..., bool],
         on_invalid_response: Callable[[str, str], bool],
         clock: Clock = SYSTEM_CLOCK,
+        metrics: RelayMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._clock = clock
         self._registry = registry
         self._limits = limits
@@ -134,6 +138,8 @@ class ListenerHub:
             )
             hc.add_listener(channel)
             reserved = False
+            if self._metrics is not None:
+                self._metrics.listener_online(hc.path)
             self._opened += 1
             self._channels[channel] = (hc.path, handshake.remote, self._opened)
             log.info(

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hyco.exceptions import EndpointNotFound, QuotaExceeded
+from hyco.exceptions import EndpointNotFound, Forbidden, QuotaExceeded
 from hyco.protocol.messages import Command
 from hyco.server.config import HybridConnectionConfig, validate_entity_path
 
@@ -127,6 +127,52 @@ class Registry:
                 return hc, f"/{rest}" if rest else ""
         raise EndpointNotFound("Endpoint does not exist.")
 
+    def find_for_sender(self, raw_path: str) -> tuple[HybridConnection, str]:
+        """:meth:`find`, refused when the entity's status does not admit senders.
+
+        Raises:
+            EndpointNotFound: as :meth:`find`.
+            Forbidden: the hybrid connection is Disabled or SendDisabled.
+        """
+        hc, suffix = self.find(raw_path)
+        if not hc.config.status.admits_senders:
+            raise _disabled(hc)
+        return hc, suffix
+
+    def get(self, path: str) -> HybridConnection | None:
+        """The hybrid connection registered under exactly ``path`` (case-insensitive), if any."""
+        return self._by_path.get(path.strip("/").lower())
+
+    def define(self, config: HybridConnectionConfig) -> HybridConnection:
+        """Add a hybrid connection, or replace the definition of one (its listeners stay connected).
+
+        Raises:
+            QuotaExceeded: a new one would exceed ``max_hybrid_connections``.
+        """
+        hc = self._by_path.get(config.path.lower())
+        if hc is None:
+            self._check_quota()
+            hc = self._by_path[config.path.lower()] = HybridConnection(config)
+        else:
+            hc.config = config
+            hc.auto_created = False
+        return hc
+
+    def undefine(self, path: str) -> HybridConnection | None:
+        """Remove a hybrid connection; returns it (the caller closes its listeners), or None if unknown."""
+        return self._by_path.pop(path.strip("/").lower(), None)
+
+    @property
+    def full(self) -> bool:
+        """Whether the namespace has ``max_hybrid_connections`` already."""
+        return len(self._by_path) >= self._max
+
+    def _check_quota(self) -> None:
+        if self.full:
+            raise QuotaExceeded(
+                f"the namespace already has {self._max} hybrid connections, the most allowed."
+            )
+
     def find_for_listener(self, raw_path: str) -> HybridConnection:
         """The hybrid connection a listener opens: the exact path, or a new, *unregistered* one when the
         relay creates entities on listen. Check the listener's token against it, then :meth:`register` it:
@@ -134,9 +180,12 @@ class Registry:
 
         Raises:
             EndpointNotFound: unknown path and creation is off, or the path is not a valid entity name.
+            Forbidden: the hybrid connection is Disabled or ReceiveDisabled.
         """
         hc = self._by_path.get(raw_path.strip("/").lower())
         if hc is not None:
+            if not hc.config.status.admits_listeners:
+                raise _disabled(hc)
             return hc
         if not self._create_on_listen:
             raise EndpointNotFound("Endpoint does not exist.")
@@ -185,3 +234,10 @@ class Registry:
                 del self._by_path[key]
                 return True
         return False
+
+
+def _disabled(hc: HybridConnection) -> Forbidden:
+    return Forbidden(
+        f"EntityDisabled: the hybrid connection '{hc.path}' is {hc.config.status.value}; an operator can "
+        "set its status back to Active."
+    )

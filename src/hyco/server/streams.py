@@ -26,6 +26,7 @@ from hyco.server.answer import HttpAnswer
 from hyco.server.capacity import Capacity
 from hyco.server.config import Limits
 from hyco.server.engine import Handshake
+from hyco.server.metrics import RelayMetrics
 from hyco.server.peer import Peer, PeerGone
 from hyco.server.registry import HybridConnection
 from hyco.server.rendezvous import Arrival, PendingConnection, Rejection, RendezvousTable
@@ -66,6 +67,7 @@ class StreamForwarder:
         capacity: the admission slots shared with HTTP forwarding.
         authorize_send: checks a sender's token text for Send rights on an entity plus the sender's path
             suffix (raises RelayError 401/403).
+        metrics: told when each splice starts and ends.
     """
 
     def __init__(
@@ -74,7 +76,9 @@ class StreamForwarder:
         limits: Limits,
         capacity: Capacity,
         authorize_send: Callable[[Handshake, str | None, HybridConnection, str], None],
+        metrics: RelayMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._router = router
         self._authorize_send = authorize_send
         self._limits = limits
@@ -205,16 +209,23 @@ class StreamForwarder:
         )
         task = asyncio.ensure_future(splice.run())
         self._splices[task] = splice
+        if self._metrics is not None:
+            self._metrics.splice_started(hc.path, time.monotonic() - started)
 
         def _done(finished: asyncio.Task[SpliceResult]) -> None:
             self._splices.pop(finished, None)
+            result = None if finished.cancelled() or finished.exception() else finished.result()
+            if self._metrics is not None:
+                self._metrics.splice_ended(
+                    hc.path, *((result.bytes_a_to_b, result.bytes_b_to_a) if result else (0, 0))
+                )
             if finished.cancelled():
                 return
             exc = finished.exception()
             if exc is not None:
                 log.error("connection %s on %s failed: %r", tracking_id, hc.path, exc)
                 return
-            result = finished.result()
+            assert result is not None
             how = f"{result.vanished} vanished" if result.vanished else f"closed by {result.first_to_close}"
             log.info(
                 "connection ended: path=%s tracking=%s sent=%d received=%d after %.1f s (%s, code %s)",

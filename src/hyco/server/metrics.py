@@ -1,0 +1,196 @@
+"""The relay's metrics: Prometheus text at ``/$metrics`` and per-entity live counts for ``hyco status``.
+
+Names follow Azure Monitor's Hybrid Connections metrics with Prometheus conventions (docs/operations.md maps
+each one). Labels stay bounded: ``entity`` is a registered hybrid connection's path (``""`` for requests that
+named none), ``result`` one of a few words, ``code`` an HTTP status; never a connection or tracking id.
+
+The front door reports how each request ended (:meth:`RelayMetrics.listener_ended`,
+:meth:`RelayMetrics.sender_ended`, :meth:`RelayMetrics.http_done`); the listener hub reports each channel that
+opened (:meth:`RelayMetrics.listener_online`) and the stream forwarder each splice
+(:meth:`RelayMetrics.splice_started`, :meth:`RelayMetrics.splice_ended`), so successes count at once; listener
+counts are read from the registry at scrape time, so they are never out of step.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from hyco.server.registry import HybridConnection
+
+__all__ = ["CONTENT_TYPE", "EntityTotals", "RelayMetrics", "result_of"]
+
+#: The Prometheus text format's content type (version 0.0.4).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def result_of(status: int) -> str:
+    """The ``result`` label for a handshake that ended with ``status`` (101 = success)."""
+    return {
+        101: "success",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        408: "timeout",
+        503: "busy",
+        504: "timeout",
+    }.get(status, "rejected" if 400 <= status < 500 else "error")
+
+
+@dataclass
+class EntityTotals:
+    """Counts for one hybrid connection since the relay started (``hyco status``, the dashboard)."""
+
+    active_connections: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    http_requests: int = 0
+
+
+class _ListenerGauge(Collector):
+    """``hyco_active_listeners{entity}``, read from the registry at scrape time."""
+
+    def __init__(self, entities: Callable[[], list[HybridConnection]]) -> None:
+        self._entities = entities
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "hyco_active_listeners",
+            "Listeners connected (Azure: ListenerConnections-Active).",
+            labels=["entity"],
+        )
+        for hc in self._entities():
+            family.add_metric([hc.path], len(hc.listeners))
+        yield family
+
+
+class RelayMetrics:
+    """Every metric of one relay, in a registry of its own (two relays in one process do not mix).
+
+    Args:
+        entities: the registry's hybrid connections (for the listener gauge).
+    """
+
+    def __init__(self, entities: Callable[[], list[HybridConnection]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._listener_connections = Counter(
+            "hyco_listener_connections",
+            "Listener control-channel attempts by result.",
+            ["entity", "result"],
+            registry=r,
+        )
+        self._sender_connections = Counter(
+            "hyco_sender_connections",
+            "Sender WebSocket connection attempts by result.",
+            ["entity", "result"],
+            registry=r,
+        )
+        self._active_connections = Gauge(
+            "hyco_active_connections", "Relayed WebSocket connections now spliced.", ["entity"], registry=r
+        )
+        self._listener_disconnects = Counter(
+            "hyco_listener_disconnects", "Listener control channels that ended.", ["entity"], registry=r
+        )
+        self._sender_disconnects = Counter(
+            "hyco_sender_disconnects", "Relayed WebSocket connections that ended.", ["entity"], registry=r
+        )
+        self._bytes = Counter(
+            "hyco_bytes_transferred",
+            "Bytes relayed; direction in = sender to listener, out = listener to sender.",
+            ["entity", "direction"],
+            registry=r,
+        )
+        self._http_requests = Counter(
+            "hyco_http_requests", "Relayed HTTP requests by status code.", ["entity", "code"], registry=r
+        )
+        self._http_duration = Histogram(
+            "hyco_http_request_duration_seconds",
+            "Relayed HTTP requests, from arrival to the end of the response.",
+            ["entity"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self._rendezvous_duration = Histogram(
+            "hyco_rendezvous_duration_seconds",
+            "From a sender's arrival to its splice with the accepting listener.",
+            ["entity"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        build = Gauge("hyco_build_info", "hyco's version and Python's.", ["version", "python"], registry=r)
+        build.labels(_hyco_version(), platform.python_version()).set(1)
+        r.register(_ListenerGauge(entities))
+        self.totals: dict[str, EntityTotals] = {}
+
+    def text(self) -> bytes:
+        """The ``/$metrics`` body."""
+        return generate_latest(self.registry)
+
+    def _totals(self, entity: str) -> EntityTotals:
+        totals = self.totals.get(entity)
+        if totals is None:
+            totals = self.totals[entity] = EntityTotals()
+        return totals
+
+    # --- reports ---
+
+    def listener_online(self, entity: str) -> None:
+        """A listener's control channel opened."""
+        self._listener_connections.labels(entity, "success").inc()
+
+    def listener_ended(self, entity: str, status: int) -> None:
+        """A listener's ``listen`` request ended: refused with ``status``, or 101 once its channel closed."""
+        if status == 101:
+            self._listener_disconnects.labels(entity).inc()
+        else:
+            self._listener_connections.labels(entity, result_of(status)).inc()
+
+    def sender_ended(self, entity: str, status: int) -> None:
+        """A sender's ``connect`` ended: refused or rejected with ``status``, or 101 after its splice."""
+        if status == 101:
+            self._sender_disconnects.labels(entity).inc()
+        else:
+            self._sender_connections.labels(entity, result_of(status)).inc()
+
+    def splice_started(self, entity: str, waited: float) -> None:
+        """A sender and a listener were spliced ``waited`` seconds after the sender arrived."""
+        self._sender_connections.labels(entity, "success").inc()
+        self._active_connections.labels(entity).inc()
+        self._rendezvous_duration.labels(entity).observe(waited)
+        self._totals(entity).active_connections += 1
+
+    def splice_ended(self, entity: str, bytes_in: int, bytes_out: int) -> None:
+        """A splice ended having moved ``bytes_in`` (sender to listener) and ``bytes_out``."""
+        self._active_connections.labels(entity).dec()
+        self._bytes.labels(entity, "in").inc(bytes_in)
+        self._bytes.labels(entity, "out").inc(bytes_out)
+        totals = self._totals(entity)
+        totals.active_connections -= 1
+        totals.bytes_in += bytes_in
+        totals.bytes_out += bytes_out
+
+    def http_done(self, entity: str, code: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
+        """A relayed HTTP request ended with ``code`` after ``seconds``."""
+        self._http_requests.labels(entity, str(code)).inc()
+        self._http_duration.labels(entity).observe(seconds)
+        self._bytes.labels(entity, "in").inc(bytes_in)
+        self._bytes.labels(entity, "out").inc(bytes_out)
+        totals = self._totals(entity)
+        totals.http_requests += 1
+        totals.bytes_in += bytes_in
+        totals.bytes_out += bytes_out
+
+
+def _hyco_version() -> str:
+    try:
+        return version("hyco")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,177 @@
+"""The store seam: both implementations keep the same contract; SQLite survives a restart and a kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hyco.protocol.sas import Right
+from hyco.server.config import AuthorizationRule, EntityStatus, Secret
+from hyco.server.store import Change, EntityRecord, MemoryStore, RuleRecord, SqliteStore, Store
+from tests.conftest import TIMEOUT
+
+RULE = AuthorizationRule("sender", Secret("k1"), frozenset({Right.SEND}), Secret("k2"))
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    made: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "hyco.db")
+    yield made
+    await made.close()
+
+
+async def test_put_load_and_notify(store: Store):
+    changes: list[Change] = []
+    store.watch(changes.append)
+    entity = EntityRecord("Orders/In", False, "meta", EntityStatus.SEND_DISABLED, 1.0, 2.0)
+    rule = RuleRecord("Orders/In", RULE, 3.0, 4.0)
+    await store.put_entity(entity)
+    await store.put_rule(rule)
+    snapshot = await store.load()
+    assert snapshot.entities == (entity,)
+    (loaded,) = snapshot.rules
+    assert loaded.key == ("orders/in", "sender")
+    assert loaded.rule == RULE
+    assert changes == [Change("Orders/In", None, entity), Change("Orders/In", "sender", rule)]
+
+
+async def test_put_replaces_by_case_insensitive_key(store: Store):
+    await store.put_entity(EntityRecord("echo", user_metadata="old"))
+    await store.put_entity(EntityRecord("ECHO", user_metadata="new"))
+    (only,) = (await store.load()).entities
+    assert (only.path, only.user_metadata) == ("ECHO", "new")
+
+
+async def test_deleting_an_entity_deletes_its_rules_only(store: Store):
+    await store.put_entity(EntityRecord("a"))
+    await store.put_rule(RuleRecord("a", RULE))
+    await store.put_rule(RuleRecord("", RULE))
+    changes: list[Change] = []
+    store.watch(changes.append)
+    assert await store.delete_entity("A") is True
+    assert await store.delete_entity("a") is False
+    snapshot = await store.load()
+    assert snapshot.entities == ()
+    assert [r.scope for r in snapshot.rules] == [""]
+    assert changes == [Change("a", None, None)]
+
+
+async def test_delete_rule(store: Store):
+    await store.put_rule(RuleRecord("", RULE))
+    assert await store.delete_rule("", "SENDER") is True
+    assert await store.delete_rule("", "sender") is False
+    assert (await store.load()).rules == ()
+
+
+async def test_sqlite_survives_reopen_and_is_private(tmp_path: Path):
+    path = tmp_path / "data" / "hyco.db"
+    first = SqliteStore(path)
+    await first.put_entity(EntityRecord("kept", created_at=5.0, updated_at=6.0))
+    await first.put_rule(RuleRecord("kept", RULE))
+    await first.close()
+    assert path.stat().st_mode & 0o077 == 0
+    second = SqliteStore(path)
+    snapshot = await second.load()
+    await second.close()
+    assert snapshot.entities == (EntityRecord("kept", created_at=5.0, updated_at=6.0),)
+    assert snapshot.rules[0].rule == RULE
+
+
+def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path):
+    bogus = tmp_path / "hyco.db"
+    bogus.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(Exception, match="cannot open the store"):
+        SqliteStore(bogus)
+
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from hyco.protocol.sas import Right
+    from hyco.server.config import AuthorizationRule, Secret
+    from hyco.server.store import EntityRecord, RuleRecord, SqliteStore
+
+    async def main():
+        store = SqliteStore(__import__("pathlib").Path(sys.argv[1]))
+        i = 0
+        while True:
+            # Each round: an entity with a rule, then the previous round's entity deleted (two rows at once).
+            await store.put_entity(EntityRecord(f"e{i}", created_at=i))
+            rule = AuthorizationRule("r", Secret("k"), frozenset({Right.SEND}))
+            await store.put_rule(RuleRecord(f"e{i}", rule))
+            if i:
+                await store.delete_entity(f"e{i - 1}")
+            print(i, flush=True)
+            i += 1
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_sqlite_survives_kill_9_mid_write(tmp_path: Path):
+    """A process writing in a loop is killed with SIGKILL: what it acknowledged is there, nothing is torn."""
+    db = tmp_path / "hyco.db"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITER, str(db), stdout=asyncio.subprocess.PIPE, env=os.environ.copy()
+    )
+    assert proc.stdout is not None
+    acknowledged = -1
+    async with asyncio.timeout(TIMEOUT * 3):
+        while acknowledged < 200:
+            acknowledged = int(await proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    store = SqliteStore(db)
+    snapshot = await store.load()
+    await store.close()
+    indices = sorted(int(e.path[1:]) for e in snapshot.entities)
+    # The killed round left one or two entities (delete of the previous one done or not), never zero.
+    assert indices[-1] >= acknowledged
+    assert len(indices) in (1, 2)
+    assert indices == list(range(indices[0], indices[-1] + 1))
+    # Every entity kept has its rule or is the newest (killed between its two writes); no orphaned rules.
+    scopes = {r.scope for r in snapshot.rules}
+    assert scopes <= {f"e{i}" for i in indices}
+    assert {f"e{i}" for i in indices[:-1]} <= scopes
+
+
+# --- configuration keys of the store and of entities ----------------------------------------------------
+
+
+async def test_store_key_and_open_store(tmp_path: Path):
+    from hyco.exceptions import InvalidConfig
+    from hyco.server.config import parse_config
+    from hyco.server.store import open_store
+
+    sqlite_store = open_store(parse_config({"server": {"data_dir": "d"}}, base=tmp_path))
+    assert isinstance(sqlite_store, SqliteStore)
+    await sqlite_store.close()
+    assert (tmp_path / "d" / "hyco.db").is_file()
+    assert isinstance(open_store(parse_config({"server": {"store": "memory"}}, base=tmp_path)), MemoryStore)
+    with pytest.raises(InvalidConfig, match=r'server\.store must be "sqlite" or "memory"'):
+        parse_config({"server": {"store": "redis"}})
+
+
+def test_entity_status_and_metadata_keys():
+    from hyco.exceptions import InvalidConfig
+    from hyco.server.config import parse_config
+
+    config = parse_config(
+        {"hybrid_connections": [{"path": "a", "status": "SendDisabled", "user_metadata": "m"}]}
+    )
+    (hc,) = config.hybrid_connections
+    assert (hc.status, hc.user_metadata) == (EntityStatus.SEND_DISABLED, "m")
+    assert hc.status.admits_listeners and not hc.status.admits_senders
+    with pytest.raises(InvalidConfig, match="status must be one of Active"):
+        parse_config({"hybrid_connections": [{"path": "a", "status": "Paused"}]})
