@@ -22,6 +22,10 @@ Theory of operation:
   which turns a silently dead network into a reconnect (protocol.md 2.7).
 * Every control-channel close code (1000, 1001, 1008, 1011 including the 24 h ``NameRenewalFailed`` recycle,
   protocol.md 2.8) ends in the same place: offline, then reconnect.
+
+Why this module is longer than ~600 lines: it is one object's lifecycle (open, reconnect, serve the control
+channel, renew tokens, hand out streams, close) whose parts share the listener's state; the rules live in
+``hyco.protocol.control`` and the accept dials in ``hyco.client.accepting``.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from hyco.exceptions import InvalidURI, RelayError, ServerBusy
+from hyco.protocol.messages import status_description
 from hyco.protocol.uri import HC_PREFIX, Action, WebSocketTarget, parse_websocket_target, query_params
 from hyco.server.answer import HttpAnswer
 from hyco.server.dashboard.inspector import Inspector
@@ -51,15 +52,12 @@ log = logging.getLogger("hyco.relay")
 HEALTH_PATH = "/$health"
 METRICS_PATH = "/$metrics"
 DASHBOARD_PREFIX = "/$dashboard"
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-#: Longest reason phrase on a status line (the description is in the JSON body in full).
-MAX_REASON_PHRASE = 512
 _TRACKING_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
 def reason_phrase(text: str) -> str:
     """A description made safe for an HTTP status line (no CR/LF or other control characters)."""
-    return _CONTROL_CHARS.sub(" ", text)[:MAX_REASON_PHRASE]
+    return status_description(text)
 
 
 def new_tracking_id() -> str:

@@ -15,6 +15,9 @@ defined in the configuration file are read-only here (409: edit the file, then r
 
 The runtime-information GET of the official .NET SDK (protocol.md "Management runtime information GET") is
 answered by :meth:`ManagementApi.runtime_information` in its Atom/XML shape.
+
+Why this module is longer than ~600 lines: it is the whole REST surface of one resource model (hybrid
+connections, rules at two scopes, keys, runtime information), whose handlers share one error mapping.
 """
 
 from __future__ import annotations
