@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -172,6 +173,34 @@ class ClientOptions:
             raise click.UsageError(f"-K/--key-name {self.key_name!r} needs a key: add -k/--key (or HYCO_KEY)")
         return None
 
+    def namespace_target(self) -> tuple[str, str, TokenProvider]:
+        """For management calls: the relay's HTTP base URL, the token audience (the namespace, or the
+        connection string's entity when ``-a`` does not override it) and the token provider.
+
+        Raises:
+            click.UsageError: no relay or no credential given, or an address that is not a relay's.
+        """
+        text = self.connection_string_text()
+        cs = RelayConnectionString.parse(text) if text else None
+        where = self.address or (cs.endpoint if cs else None)
+        if not where:
+            raise click.UsageError(
+                "which relay? give -x CONNECTION_STRING (or set HYCO_CONNECTION_STRING) or -a sb://HOST"
+            )
+        parts = urlsplit(where.strip())
+        scheme = parts.scheme.lower()
+        if scheme not in ("sb", "wss", "https", "ws", "http") or not parts.hostname:
+            raise click.UsageError(
+                f"{where!r} is not a relay address: use sb://HOST[:PORT] or ws://HOST:PORT"
+            )
+        base = f"{'https' if scheme in ('sb', 'wss', 'https') else 'http'}://{parts.netloc}"
+        scope = cs.entity_path if cs is not None and cs.entity_path and not self.address else ""
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        provider = self._token_provider(cs)
+        if provider is None:
+            raise click.UsageError("give a Manage credential: -k KEY (or HYCO_KEY), -s SAS, or -x with a key")
+        return base, f"http://{host}/{scope}", provider
+
     def ssl_setting(self) -> ssl.SSLContext | bool | None:
         """The SDK's ``ssl=``: a context trusting ``--ca-file``, False for ``--insecure``, else None."""
         if self.insecure:
@@ -221,13 +250,15 @@ def _option(*names: str, field: str, **settings: Any) -> Callable[[F], F]:
     return click.option(*names, field, expose_value=False, callback=store, **settings)
 
 
-def client_options(*, azbridge: bool = False, path: bool = True) -> Callable[[F], F]:
+def client_options(*, azbridge: bool = False, path: bool = True, key_flag: bool = True) -> Callable[[F], F]:
     """Add the shared relay, credential, TLS and proxy options (module docstring) to a command.
 
     Args:
         azbridge: also accept azbridge's spellings (``-E/--endpoint`` for ``-a``, ``-S`` for ``-s``) and read
             ``AZURE_BRIDGE_CONNECTIONSTRING`` after ``HYCO_CONNECTION_STRING``.
         path: offer ``--path`` (commands whose hybrid connection names come from elsewhere do not).
+        key_flag: spell the access key ``-k/--key``; False gives ``-k/--access-key`` (``keys renew`` uses
+            ``--key`` for the key type, as ``az`` does).
     """
     cs_env = "HYCO_CONNECTION_STRING" + (" (or AZURE_BRIDGE_CONNECTIONSTRING)" if azbridge else "")
     options = [
@@ -278,7 +309,7 @@ def client_options(*, azbridge: bool = False, path: bool = True) -> Callable[[F]
         ),
         _option(
             "-k",
-            "--key",
+            "--key" if key_flag else "--access-key",
             field="key",
             metavar="KEY",
             envvar="HYCO_KEY",

@@ -7,7 +7,8 @@ from urllib.parse import quote
 
 import click
 
-from hyco.cli._manage import ManageOptions, call, manage_options
+from hyco.cli._manage import call, manage_options, output_format
+from hyco.cli._options import ClientOptions
 
 __all__ = ["command"]
 
@@ -31,9 +32,10 @@ def command(ctx: click.Context, name: str | None, rule: str | None, secondary: b
     """
     from hyco.protocol.connection_string import RelayConnectionString
 
-    options = ManageOptions.of(ctx)
+    options = ClientOptions.of(ctx)
     if rule is None:
-        cs = RelayConnectionString.parse(options.connection_string) if options.connection_string else None
+        text = options.connection_string_text()
+        cs = RelayConnectionString.parse(text) if text else None
         rule = options.key_name or (cs.shared_access_key_name if cs else None) or "RootManageSharedAccessKey"
     field = "secondaryConnectionString" if secondary else "primaryConnectionString"
     keys = None
@@ -49,7 +51,7 @@ def command(ctx: click.Context, name: str | None, rule: str | None, secondary: b
         raise click.ClickException(f"the rule {rule!r} has no secondary key")
     if name and "EntityPath=" not in text:
         text = str(RelayConnectionString.parse(text).with_entity_path(name))
-    if options.output == "json":
+    if output_format(ctx) == "json":
         import json
 
         click.echo(json.dumps({"connectionString": text}))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hyco.cli._manage import ManageOptions, call, manage_options
+from hyco.cli._manage import call, manage_options, output_format
 
 __all__ = ["command"]
 
@@ -76,7 +76,7 @@ def command(ctx: click.Context, once: bool, interval: float) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    if ManageOptions.of(ctx).output == "json":
+    if output_format(ctx) == "json":
         click.echo(json.dumps(_snapshot(ctx), indent=2))
         return
     console = Console()
