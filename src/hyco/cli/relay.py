@@ -19,6 +19,7 @@ from hyco.cli._loop import run
 from hyco.exceptions import InvalidConfig
 
 if TYPE_CHECKING:
+    from hyco.server import config as cfg_module
     from hyco.server.config import RelayConfig
 
 __all__ = ["command"]
@@ -36,6 +37,8 @@ Examples:
   hyco relay --listen 0.0.0.0:9350 --public-url ws://relay.lan:9350
   hyco relay --self-signed localhost          TLS (wss://) with a development certificate
   hyco relay --config relay.toml              everything from a file (docs/configuration.md)
+  hyco relay --cluster nats://10.0.0.5:4222 --listen 0.0.0.0:9350 --public-url ws://node1.lan:9350
+                                              one node of a cluster (docs/cluster.md)
 
 \b
 Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_LOG_LEVEL
@@ -67,6 +70,19 @@ Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_LOG_
     "always included. The CA to trust is written to DATA_DIR/tls/ca.pem.",
 )
 @click.option(
+    "--cluster",
+    "cluster_urls",
+    metavar="NATS_URL",
+    multiple=True,
+    help="Join a cluster of relay nodes through this NATS server (repeatable, or comma-separated, for a NATS "
+    "cluster); every node needs its own reachable --public-url. See docs/cluster.md.",
+)
+@click.option(
+    "--node-id",
+    metavar="ID",
+    help="This node's id in the cluster [generated once, kept in DATA_DIR/node-id].",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="HYCO_DATA_DIR",
@@ -84,6 +100,8 @@ def command(
     listen: str | None,
     public_url: str | None,
     self_signed: tuple[str, ...],
+    cluster_urls: tuple[str, ...],
+    node_id: str | None,
     data_dir: Path | None,
     log_level: str,
 ) -> None:
@@ -119,11 +137,29 @@ def command(
             server = dataclasses.replace(server, data_dir=explicit_dir)
         if self_signed:
             server = dataclasses.replace(server, tls=cfg.TlsConfig(self_signed=self_signed))
-        config = dataclasses.replace(config, server=server)
+        config = dataclasses.replace(config, server=server, cluster=_cluster(config, cluster_urls, node_id))
         ssl_context, ca_path = _tls(config, server.data_dir or data_dir)
     except InvalidConfig as exc:
         raise click.ClickException(str(exc)) from None
     _run(config, ssl_context, config_path, created_path, ca_path)
+
+
+def _cluster(
+    config: RelayConfig, urls: tuple[str, ...], node_id: str | None
+) -> cfg_module.ClusterConfig | None:
+    """``[cluster]`` with --cluster and --node-id applied (the flags win over the file)."""
+    from hyco.server import config as cfg
+
+    cluster = config.cluster
+    if urls:
+        split = tuple(u.strip() for text in urls for u in text.split(",") if u.strip())
+        nats = cfg.check_nats_urls(split, "--cluster")
+        cluster = dataclasses.replace(cluster, nats=nats) if cluster else cfg.ClusterConfig(nats=nats)
+    if node_id is not None:
+        if cluster is None:
+            raise InvalidConfig("--node-id needs --cluster (or a [cluster] table in the configuration)")
+        cluster = dataclasses.replace(cluster, node_id=cfg.check_node_id(node_id, "--node-id"))
+    return cluster
 
 
 def _tls(config: RelayConfig, data_dir: Path) -> tuple[ssl.SSLContext | None, Path | None]:

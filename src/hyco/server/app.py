@@ -11,6 +11,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -27,6 +28,9 @@ from hyco.server.listeners import ConnectedListener, ListenerHub
 from hyco.server.registry import HybridConnection, Registry
 from hyco.server.router import LocalRouter, Router
 from hyco.server.streams import StreamForwarder
+
+if TYPE_CHECKING:
+    from hyco.server.routing.cluster import ClusterRouter
 
 __all__ = ["Relay", "serve"]
 
@@ -79,7 +83,8 @@ class Relay:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._bound: tuple[str, int] | None = None
-        router = router or LocalRouter()
+        self._cluster = self._cluster_router(config) if router is None and config.cluster else None
+        router = router or self._cluster or LocalRouter()
         capacity = Capacity(limits.max_pending)
         self._http = HttpForwarder(
             router,
@@ -95,10 +100,16 @@ class Relay:
             self._http.on_control_response,
             self._http.on_invalid_response,
             clock,
+            **({"lease": self._cluster.lease} if self._cluster else {}),
         )
         self._streams = StreamForwarder(router, limits, capacity, self._authorize_sender)
         self._front_door = FrontDoor(
-            self._registry, self._listeners, self._streams, self._http, lambda: self._closing
+            self._registry,
+            self._listeners,
+            self._streams,
+            self._http,
+            lambda: self._closing,
+            cluster_health=self._cluster.health if self._cluster else None,
         )
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -150,6 +161,12 @@ class Relay:
         self._site = site
         self._bound = bound_address(site)
         log.info("relay listening on %s", self.url)
+        if self._cluster is not None:
+            try:
+                await self._cluster.start(self._node_url())
+            except BaseException:
+                await self._runner.cleanup()
+                raise
 
     async def close(self) -> None:
         """Stop accepting, close control channels with 1001, let splices finish briefly, then cut them."""
@@ -163,6 +180,8 @@ class Relay:
                 # Stop listening first; connections the kernel already handed over still get registered
                 # (and are closed by the runner's cleanup below) while the channels close.
                 await self._site.stop()
+            if self._cluster is not None:
+                await self._cluster.close()  # leases go first: other nodes stop routing here at once
             await self._listeners.close_all(GOING_AWAY, goodbye)
             await self._streams.shutdown(GOING_AWAY, goodbye, timeout)
         finally:
@@ -189,6 +208,25 @@ class Relay:
         return await self._listeners.disconnect(listener_id, code, reason or "Disconnected by the operator.")
 
     # --- wiring helpers -----------------------------------------------------------------------
+
+    def _cluster_router(self, config: RelayConfig) -> ClusterRouter:
+        # Imported here: the cluster needs the optional nats-py package (the `cluster` extra).
+        from hyco.server.routing.cluster import ClusterRouter, node_identity
+
+        assert config.cluster is not None
+        return ClusterRouter(
+            config.cluster,
+            self._registry,
+            node_id=node_identity(config.cluster, config.server.data_dir),
+            max_listeners=config.limits.max_listeners,
+        )
+
+    def _node_url(self) -> str:
+        """Where listeners dial this very node: ``public_url``, else the bound address."""
+        public = self.config.server.public_url
+        if public:
+            return public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        return self.url
 
     def _authorize(
         self, host: str | None, token_text: str | None, hc: HybridConnection, right: Right

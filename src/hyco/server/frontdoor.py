@@ -73,6 +73,7 @@ class FrontDoor:
         registry: finds the hybrid connection a path names.
         listeners, streams, http: the forwarders requests are handed to.
         closing: tells whether the relay is shutting down (new requests then get 503).
+        cluster_health: the ``cluster`` member of ``/$health`` (node, NATS state, nodes seen), if clustered.
     """
 
     def __init__(
@@ -82,12 +83,14 @@ class FrontDoor:
         streams: StreamForwarder,
         http: HttpForwarder,
         closing: Callable[[], bool],
+        cluster_health: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self._registry = registry
         self._listeners = listeners
         self._streams = streams
         self._http = http
         self._closing = closing
+        self._cluster_health = cluster_health
         self._refusals = Throttle(interval=1.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -181,10 +184,13 @@ class FrontDoor:
 
     def health(self) -> dict[str, Any]:
         """The ``/$health`` body: readiness and live counts."""
-        return {
+        body: dict[str, Any] = {
             "status": "ready",
             "listeners": len(self._listeners),
             "pending_connections": self._streams.waiting,
             "active_connections": self._streams.active,
             "http_requests_in_flight": len(self._http),
         }
+        if self._cluster_health is not None:
+            body["cluster"] = self._cluster_health()
+        return body

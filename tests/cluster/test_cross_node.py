@@ -1,0 +1,52 @@
+"""A sender on one node meets a listener on another: official Node clients and the hyco SDK, streams and
+HTTP, byte-exact. The rendezvous address names the sender's node (the listener dials back there)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+
+import aiohttp
+
+from hyco import HybridConnectionClient, HybridConnectionListener, TokenProvider
+from tests.cluster.harness import RelayNode, wait_until
+from tests.conftest import KEY, KEY_NAME, TIMEOUT
+from tests.interop.conftest import Interop
+from tests.interop.test_hyco_https import https_listener, pattern
+from tests.interop.test_hyco_ws import MESSAGES, echo_through_node, ws_listener
+from tests.server.wire import token_for
+
+
+def env(node: RelayNode) -> Interop:
+    """The interop helpers' view of one node (plain ws)."""
+    return Interop(node, "ws")  # type: ignore[arg-type]
+
+
+async def sees_listeners(node: RelayNode, count: int) -> bool:
+    return (await node.health())["cluster"]["listeners_seen"] == count
+
+
+async def test_health_reports_node_nats_and_peers(nodes: list[RelayNode]) -> None:
+    for node in nodes:
+        await wait_until(lambda n=node: _nodes_seen(n, 3), f"{node.node_id} never saw 3 nodes")
+    health = await nodes[0].health()
+    assert health["cluster"]["node_id"] == "n1"
+    assert health["cluster"]["nats"] == "connected"
+    assert health["cluster"]["node_url"] == nodes[0].url
+    assert health["listeners"] == 0
+
+
+async def _nodes_seen(node: RelayNode, count: int) -> bool:
+    return (await node.health())["cluster"]["nodes_seen"] == count
+
+
+async def test_official_ws_listener_on_node1_sender_on_node3(nodes: list[RelayNode]) -> None:
+    n1, _, n3 = nodes
+    async with ws_listener(env(n1)) as listener:
+        await wait_until(lambda: sees_listeners(n3, 1), "node 3 never saw the listener")
+        events = await echo_through_node(env(n3), MESSAGES)
+        assert events[0] == {"event": "open"}
+        accepted = await listener.wait_for("connection")
+        # The listener dialed node 3, where the sender waits: no relayed byte crossed between nodes.
+        assert accepted["url"].startswith(f"{n3.url}/$hc/echo"), accepted
