@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hyco import HybridConnectionClient, HybridConnectionListener, TokenProvider
 from tests.conftest import KEY, KEY_NAME, TIMEOUT
 
 BIN = Path(sys.executable).parent
@@ -353,3 +354,51 @@ class NetCut:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+TOKENS = TokenProvider.from_shared_access_key(KEY_NAME, KEY)
+
+
+@contextlib.asynccontextmanager
+async def tagged_listener(url: str, tag: str, **options: Any) -> AsyncIterator[HybridConnectionListener]:
+    """An SDK listener on ``url`` (``ws://host:port/path``): every stream first gets ``tag``, then echoes."""
+
+    async def serve(stream: Any) -> None:
+        with contextlib.suppress(Exception):
+            async with stream:
+                await stream.send_text(tag)
+                async for message in stream:
+                    await (
+                        stream.send_text(message) if isinstance(message, str) else stream.send_bytes(message)
+                    )
+
+    async with HybridConnectionListener(url, TOKENS, reconnect_delays=(0, 0.2), **options) as listener:
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def accept_all() -> None:
+            async for stream in listener:
+                task = asyncio.ensure_future(serve(stream))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+        acceptor = asyncio.ensure_future(accept_all())
+        try:
+            yield listener
+        finally:
+            acceptor.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+
+async def open_tagged(url: str) -> tuple[Any, str]:
+    """Connect a sender to ``url``; returns the open stream and the tag of the listener that took it."""
+    stream = await asyncio.wait_for(HybridConnectionClient(url, TOKENS).connect(), TIMEOUT)
+    tag = await asyncio.wait_for(stream.receive(), TIMEOUT)
+    return stream, tag
+
+
+async def ask(url: str) -> str:
+    """Which listener answers a sender on ``url``."""
+    stream, tag = await open_tagged(url)
+    await stream.close()
+    return str(tag)
