@@ -3,3 +3,5 @@
 :class:`~hyco.server.routing.cluster.ClusterRouter` implements :class:`hyco.server.router.Router` over NATS;
 :mod:`~hyco.server.routing.directory` is its pure bookkeeping of the shared leases.
 """
+
+__all__: list[str] = []
