@@ -47,7 +47,7 @@ DOCUMENTS = [
     *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in NOT_YET_COVERED),
 ]
 #: Ports documents use that a test must not: each becomes a free port (see the module docstring).
-DOC_PORTS = (9350, 8000, 8080, 8081, 2222, 5353)
+DOC_PORTS = (9350, 8000, 8080, 8081, 2222, 5353, 4222, 9351, 9352)
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 _SKIP = re.compile(r"<!-- doc-test: skip (?P<reason>[^>]*\S)\s*-->\s*$")

@@ -21,6 +21,7 @@ from hyco.cli._loop import run
 from hyco.exceptions import InvalidConfig
 
 if TYPE_CHECKING:
+    from hyco.server import config as cfg_module
     from hyco.server.config import AuthorizationRule, RelayConfig
 
 __all__ = ["command"]
@@ -40,6 +41,8 @@ Examples:
   hyco relay --config relay.toml              everything from a file (docs/configuration.md)
   export HYCO_CONNECTION_STRING="$(hyco relay --print-connection-string);EntityPath=echo"
   hyco relay --reload                         make the running relay re-read its file (or send it SIGHUP)
+  hyco relay --cluster nats://10.0.0.5:4222 --listen 0.0.0.0:9350 --public-url ws://node1.lan:9350
+                                              one node of a cluster (docs/cluster.md)
 
 \b
 Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_LOG_LEVEL
@@ -72,6 +75,19 @@ Exit status: 0 stopped by SIGTERM, 1 error (config, port in use), 2 usage, 130 C
     "always included. The CA to trust is written to DATA_DIR/tls/ca.pem.",
 )
 @click.option(
+    "--cluster",
+    "cluster_urls",
+    metavar="NATS_URL",
+    multiple=True,
+    help="Join a cluster of relay nodes through this NATS server (repeatable, or comma-separated, for a NATS "
+    "cluster); every node needs its own reachable --public-url. See docs/cluster.md.",
+)
+@click.option(
+    "--node-id",
+    metavar="ID",
+    help="This node's id in the cluster [generated once, kept in DATA_DIR/node-id].",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="HYCO_DATA_DIR",
@@ -97,6 +113,8 @@ def command(
     listen: str | None,
     public_url: str | None,
     self_signed: tuple[str, ...],
+    cluster_urls: tuple[str, ...],
+    node_id: str | None,
     data_dir: Path | None,
     print_only: bool,
     reload_running: bool,
@@ -138,7 +156,7 @@ def command(
             server = dataclasses.replace(server, data_dir=explicit_dir)
         if self_signed:
             server = dataclasses.replace(server, tls=cfg.TlsConfig(self_signed=self_signed))
-        config = dataclasses.replace(config, server=server)
+        config = dataclasses.replace(config, server=server, cluster=_cluster(config, cluster_urls, node_id))
         scrub.secrets.extend(_keys(config))
         if print_only:
             click.echo(_connection_string(_public(config, None), config))
@@ -180,6 +198,24 @@ def _config_data_dir(config_path: Path, fallback: Path) -> Path:
         return cfg.load_config(config_path).server.data_dir or fallback
     except InvalidConfig as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _cluster(
+    config: RelayConfig, urls: tuple[str, ...], node_id: str | None
+) -> cfg_module.ClusterConfig | None:
+    """``[cluster]`` with --cluster and --node-id applied (the flags win over the file)."""
+    from hyco.server import config as cfg
+
+    cluster = config.cluster
+    if urls:
+        split = tuple(u.strip() for text in urls for u in text.split(",") if u.strip())
+        nats = cfg.check_nats_urls(split, "--cluster")
+        cluster = dataclasses.replace(cluster, nats=nats) if cluster else cfg.ClusterConfig(nats=nats)
+    if node_id is not None:
+        if cluster is None:
+            raise InvalidConfig("--node-id needs --cluster (or a [cluster] table in the configuration)")
+        cluster = dataclasses.replace(cluster, node_id=cfg.check_node_id(node_id, "--node-id"))
+    return cluster
 
 
 def _tls(config: RelayConfig, data_dir: Path) -> tuple[ssl.SSLContext | None, Path | None]:

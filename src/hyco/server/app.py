@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -37,6 +38,9 @@ from hyco.server.router import LocalRouter, Router
 from hyco.server.sources import SourceLimits
 from hyco.server.store import Namespace, Store, open_store
 from hyco.server.streams import StreamForwarder
+
+if TYPE_CHECKING:
+    from hyco.server.routing.cluster import ClusterRouter
 
 __all__ = ["Relay", "serve"]
 
@@ -62,7 +66,8 @@ class Relay:
         ssl_context: TLS for the port, or None for plain ws/http.
         router: where senders are routed (default: the listeners of this process).
         clock: where token expiry is read and waited for (tests pass ``hyco.testing.FakeClock``).
-        store: where entities and rules created at run time are kept (default: :func:`open_store`).
+        store: where entities and rules created at run time are kept (default: the cluster's shared bucket
+            on a cluster node, else :func:`open_store`).
 
     Attributes:
         config: the configuration it runs with.
@@ -88,9 +93,10 @@ class Relay:
         )
         self._signatures = SignatureCache()
         self._background: set[asyncio.Task[None]] = set()
+        self._cluster = self._cluster_router(config) if router is None and config.cluster else None
         self.namespace = Namespace(
             config,
-            store if store is not None else open_store(config),
+            store if store is not None else self._default_store(config),
             self._registry,
             on_rules_changed=self._signatures.clear,
             close_listeners=self._close_listeners,
@@ -100,7 +106,7 @@ class Relay:
         self._site: web.TCPSite | None = None
         self._bound: tuple[str, int] | None = None
         self.metrics = RelayMetrics(self._registry.all)
-        router = router or LocalRouter()
+        router = router or self._cluster or LocalRouter()
         capacity = Capacity(limits.max_pending)
         self._http = HttpForwarder(
             router,
@@ -118,6 +124,7 @@ class Relay:
             self._http.on_invalid_response,
             clock,
             self.metrics,
+            **({"lease": self._cluster.lease} if self._cluster else {}),
         )
         self._sources = SourceLimits(limits.max_connections_per_source, limits.handshake_rate_per_source)
         self._gate = ConnectionGate(self._sources.open_connection, self._sources.close_connection)
@@ -146,6 +153,7 @@ class Relay:
             metrics=self.metrics,
             inspector=self.management.inspector,
             dashboard=dashboard.handle,
+            cluster_health=self._cluster.health if self._cluster else None,
         )
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -172,10 +180,9 @@ class Relay:
         return "http" + self.url[2:]
 
     async def start(self) -> None:
-        """Bind the port and start serving; returns once the relay accepts connections."""
+        """Load the store, bind the port and start serving; returns once the relay accepts connections."""
         # Tokens never reach the log, and no peer value can forge a log line (docs/relay.md, "Logs").
         logs.install()
-        """Load the store, bind the port and start serving; returns once the relay accepts connections."""
         await self.namespace.open()
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("*", "/{tail:.*}", self._front_door.handle)
@@ -204,6 +211,12 @@ class Relay:
         self._site = site
         self._bound = bound_address(site)
         log.info("relay listening on %s", self.url)
+        if self._cluster is not None:
+            try:
+                await self._cluster.start(self._node_url())
+            except BaseException:
+                await self._runner.cleanup()
+                raise
 
     async def close(self) -> None:
         """Stop accepting, close control channels with 1001, let splices finish briefly, then cut them."""
@@ -217,6 +230,8 @@ class Relay:
                 # Stop listening first; connections the kernel already handed over still get registered
                 # (and are closed by the runner's cleanup below) while the channels close.
                 await self._site.stop()
+            if self._cluster is not None:
+                await self._cluster.close()  # leases go first: other nodes stop routing here at once
             await self._listeners.close_all(GOING_AWAY, goodbye)
             await self._streams.shutdown(GOING_AWAY, goodbye, timeout)
         finally:
@@ -259,6 +274,35 @@ class Relay:
         log.info("configuration reloaded: %d hybrid connections in the file", len(config.hybrid_connections))
 
     # --- wiring helpers -----------------------------------------------------------------------
+
+    def _cluster_router(self, config: RelayConfig) -> ClusterRouter:
+        # Imported here: the cluster needs the optional nats-py package (the `cluster` extra).
+        from hyco.server.routing.cluster import ClusterRouter, node_identity
+
+        assert config.cluster is not None
+        return ClusterRouter(
+            config.cluster,
+            self._registry,
+            node_id=node_identity(config.cluster, config.server.data_dir),
+            max_listeners=config.limits.max_listeners,
+        )
+
+    def _default_store(self, config: RelayConfig) -> Store:
+        """The cluster's shared bucket on a cluster node (entities and keys made on any node work on all),
+        else :func:`open_store`."""
+        if self._cluster is None:
+            return open_store(config)
+        from hyco.server.routing.shared_store import SharedStore
+
+        assert config.cluster is not None
+        return SharedStore(config.cluster, self._cluster.node_id)
+
+    def _node_url(self) -> str:
+        """Where listeners dial this very node: ``public_url``, else the bound address."""
+        public = self.config.server.public_url
+        if public:
+            return public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        return self.url
 
     def _authorize(
         self, host: str | None, token_text: str | None, hc: HybridConnection, right: Right, suffix: str = ""

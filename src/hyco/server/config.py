@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import enum
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from hyco.protocol.sas import MAX_KEY_LENGTH, MAX_KEY_NAME_LENGTH, Right
 __all__ = [
     "DEFAULT_LISTEN",
     "AuthorizationRule",
+    "ClusterConfig",
     "EntityStatus",
     "HybridConnectionConfig",
     "Limits",
@@ -204,6 +206,26 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Scale-out over NATS (docs/cluster.md): the nodes share listener leases and route senders to each other.
+
+    Attributes:
+        nats: NATS server URLs (several for a NATS cluster).
+        node_id: this node's name in the cluster; None means generated once and kept in the data directory.
+        lease_seconds: how long a listener's lease (and a node's presence) lives without a refresh; a dead
+            node's listeners stop counting against the listener cap after this. Refreshed every third of it.
+        request_timeout: seconds a delivery to another node may take before its outcome counts as unknown.
+        replicas: JetStream replicas of the lease bucket (3 on a 3-node NATS cluster).
+    """
+
+    nats: tuple[str, ...]
+    node_id: str | None = None
+    lease_seconds: float = 15.0
+    request_timeout: float = 2.0
+    replicas: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     """Everything the relay needs to run."""
 
@@ -211,6 +233,7 @@ class RelayConfig:
     authorization_rules: tuple[AuthorizationRule, ...] = ()
     hybrid_connections: tuple[HybridConnectionConfig, ...] = ()
     limits: Limits = Limits()
+    cluster: ClusterConfig | None = None
 
 
 # --- parsing ---------------------------------------------------------------------------------------
@@ -405,6 +428,57 @@ def _parse_limits(table: Any) -> Limits:
     return Limits(**values)
 
 
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_node_id(node_id: str, where: str = "cluster.node_id") -> str:
+    """Validate a cluster node id: 1-64 letters, digits, ``-`` or ``_`` (it is part of NATS subjects)."""
+    if not _NODE_ID.fullmatch(node_id):
+        raise InvalidConfig(f"{where} must be 1 to 64 letters, digits, '-' or '_'; got {node_id!r}")
+    return node_id
+
+
+def check_nats_urls(urls: list[str] | tuple[str, ...], where: str = "cluster.nats") -> tuple[str, ...]:
+    """Validate NATS server URLs (``nats://HOST:PORT``, ``tls://`` too); at least one."""
+    if not urls:
+        raise InvalidConfig(f"{where} needs at least one NATS server URL, such as nats://127.0.0.1:4222")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise InvalidConfig(f"{where}: {url!r} is not a NATS URL (nats://HOST:PORT or tls://HOST:PORT)")
+    return tuple(urls)
+
+
+def _parse_cluster(table: Any) -> ClusterConfig | None:
+    where = "cluster"
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise InvalidConfig(f"{where} must be a table")
+    _check_keys(table, {"nats", "node_id", "lease_seconds", "request_timeout", "replicas"}, where)
+    nats = _get(table, "nats", (str, list), where)
+    urls = [nats] if isinstance(nats, str) else list(nats or [])
+    if not all(isinstance(u, str) for u in urls):
+        raise InvalidConfig(f"{where}.nats must be a URL or a list of URLs")
+    node_id = _get(table, "node_id", str, where)
+    numbers: dict[str, float] = {}
+    for key in ("lease_seconds", "request_timeout"):
+        value = _get(table, key, (int, float), where)
+        if value is not None and value <= 0:
+            raise InvalidConfig(f"{where}.{key} must be positive seconds")
+        if value is not None:
+            numbers[key] = float(value)
+    replicas = _get(table, "replicas", int, where)
+    if replicas is not None and not 1 <= replicas <= 5:
+        raise InvalidConfig(f"{where}.replicas must be 1 to 5")
+    return ClusterConfig(
+        nats=check_nats_urls(urls),
+        node_id=check_node_id(node_id) if node_id is not None else None,
+        replicas=replicas or 1,
+        **numbers,
+    )
+
+
 def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
     """Validate a decoded TOML document into a :class:`RelayConfig`.
 
@@ -415,7 +489,7 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
     Raises:
         InvalidConfig: with the offending key named.
     """
-    _check_keys(data, {"server", "authorization_rules", "hybrid_connections", "limits"}, "config")
+    _check_keys(data, {"server", "authorization_rules", "hybrid_connections", "limits", "cluster"}, "config")
     server_table = data.get("server", {})
     if not isinstance(server_table, dict):
         raise InvalidConfig("server must be a table")
@@ -454,6 +528,7 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
         authorization_rules=_parse_rules(data.get("authorization_rules"), "authorization_rules"),
         hybrid_connections=hcs,
         limits=_parse_limits(data.get("limits")),
+        cluster=_parse_cluster(data.get("cluster")),
     )
 
 

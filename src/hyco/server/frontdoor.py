@@ -88,6 +88,7 @@ class FrontDoor:
         metrics: told how each listener, sender and HTTP request ended.
         inspector: records the HTTP requests of inspected hybrid connections.
         dashboard: serves ``/$dashboard`` (an aiohttp handler).
+        cluster_health: the ``cluster`` member of ``/$health`` (node, NATS state, nodes seen), if clustered.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class FrontDoor:
         metrics: RelayMetrics | None = None,
         inspector: Inspector | None = None,
         dashboard: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+        cluster_health: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self._registry = registry
         self._listeners = listeners
@@ -116,6 +118,7 @@ class FrontDoor:
         self._metrics = metrics
         self._inspector = inspector
         self._dashboard = dashboard
+        self._cluster_health = cluster_health
         self._refusals = Throttle(interval=1.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -279,10 +282,13 @@ class FrontDoor:
 
     def health(self) -> dict[str, Any]:
         """The ``/$health`` body: readiness and live counts."""
-        return {
+        body: dict[str, Any] = {
             "status": "ready",
             "listeners": len(self._listeners),
             "pending_connections": self._streams.waiting,
             "active_connections": self._streams.active,
             "http_requests_in_flight": len(self._http),
         }
+        if self._cluster_health is not None:
+            body["cluster"] = self._cluster_health()
+        return body

@@ -108,6 +108,11 @@ def _join_headers(pairs: list[tuple[str, str]], skip: set[str]) -> dict[str, str
     return headers
 
 
+async def _single_chunk(data: bytes) -> AsyncIterator[bytes]:
+    """An already-read body as the chunk stream a request rendezvous uploads."""
+    yield data
+
+
 def _cut(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
     """End a response whose body cannot be completed by dropping the sender's connection."""
     log.warning("http %s %s: %s; connection cut", request.method, request.rel_url.raw_path[:200], why)
@@ -294,8 +299,13 @@ class HttpForwarder:
                 request_headers=headers,
                 body=has_body,
             )
-            if inline:
+            # A listener on another cluster node gets a stub: the request and its body then travel over the
+            # rendezvous it dials on this node, so no body crosses between nodes.
+            exchange.request_delivered = inline and not delivery.remote
+            if exchange.request_delivered:
                 return exchange.request, body
+            if body is not None:
+                exchange.body_source = _single_chunk(body)
             return messages.Request(address=address, id=exchange.id), None
 
         try:
@@ -303,7 +313,6 @@ class HttpForwarder:
         except NoListenerConnected as exc:
             # protocol.md 4.6 [INF]: 502 for "nobody to route to" (404 stays "no such entity").
             raise RelayError(exc.description, http_status=502) from None
-        exchange.request_delivered = inline
         try:
             async with asyncio.timeout(timeout):
                 start = await exchange.response

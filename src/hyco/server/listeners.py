@@ -10,8 +10,10 @@ all of it when the channel ends. It also answers who is connected, and drops a l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from hyco._clock import SYSTEM_CLOCK, Clock
@@ -31,6 +33,12 @@ SB_AUTH_HEADER = "ServiceBusAuthorization"
 
 #: Checks a token text for a right on a hybrid connection; raises RelayError (401/403) when it is not good.
 Authorize = Callable[[Handshake, str | None, HybridConnection, Right], SasToken]
+#: Holds a cluster-wide listener slot for (path, listener id) while a channel runs; RelayError refuses.
+Lease = Callable[[str, str], AbstractAsyncContextManager[None]]
+
+
+def _no_lease(path: str, listener_id: str) -> AbstractAsyncContextManager[None]:
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,7 @@ class ListenerHub:
         on_response, on_invalid_response: where HTTP responses arriving on a channel go.
         clock: where token expiry is read and waited for.
         metrics: told when a listener comes online.
+        lease: a cluster's listener slot, held from before the upgrade until the channel ends (default: none).
     """
 
     def __init__(
@@ -68,6 +77,7 @@ class ListenerHub:
         on_invalid_response: Callable[[str, str], bool],
         clock: Clock = SYSTEM_CLOCK,
         metrics: RelayMetrics | None = None,
+        lease: Lease = _no_lease,
     ) -> None:
         self._metrics = metrics
         self._clock = clock
@@ -77,6 +87,7 @@ class ListenerHub:
         self._base_url_for = base_url_for
         self._on_response = on_response
         self._on_invalid_response = on_invalid_response
+        self._lease = lease
         self._channels: dict[ControlChannel, tuple[str, str, int]] = {}  # -> (path, remote, number)
         self._opened = 0
 
@@ -115,52 +126,56 @@ class ListenerHub:
         hc.reserve(limits.max_listeners)  # the slot is taken before the first await
         reserved = True
         try:
-            peer = await handshake.accept(
-                "listener",
-                protocol=None,
-                max_message_size=limits.max_control_message_size,
-                heartbeat=limits.ping_interval or None,
-            )
-            channel = ControlChannel(
-                peer,
-                path=hc.path,
-                listener_id=tracking_id.lower(),
-                base_url=self._base_url_for(handshake),
-                token=token,
-                # Renewals are checked exactly as the token the channel opened with (2.6).
-                renew=lambda text: self._authorize(handshake, text, hc, Right.LISTEN),
-                token_grace=limits.token_grace,
-                on_response=self._on_response,
-                on_invalid_response=self._on_invalid_response,
-                send_timeout=limits.accept_timeout,
-                max_message_size=limits.max_control_message_size,
-                clock=self._clock,
-            )
-            hc.add_listener(channel)
-            reserved = False
-            if self._metrics is not None:
-                self._metrics.listener_online(hc.path)
-            self._opened += 1
-            self._channels[channel] = (hc.path, handshake.remote, self._opened)
-            log.info(
-                "listener online: path=%s listener=%s from=%s (%d connected)",
-                hc.path,
-                channel.listener_id,
-                handshake.remote,
-                len(hc.listeners),
-            )
-            try:
-                await channel.run()
-            finally:
-                del self._channels[channel]
-                hc.remove_listener(channel)
-                log.info(
-                    "listener offline: path=%s listener=%s%s",
-                    hc.path,
-                    channel.listener_id,
-                    f" ({channel.close_reason})" if channel.close_reason else "",
+            async with self._lease(hc.path, tracking_id.lower()):
+                peer = await handshake.accept(
+                    "listener",
+                    protocol=None,
+                    max_message_size=limits.max_control_message_size,
+                    heartbeat=limits.ping_interval or None,
                 )
+                channel = ControlChannel(
+                    peer,
+                    path=hc.path,
+                    listener_id=tracking_id.lower(),
+                    base_url=self._base_url_for(handshake),
+                    token=token,
+                    # Renewals are checked exactly as the token the channel opened with (2.6).
+                    renew=lambda text: self._authorize(handshake, text, hc, Right.LISTEN),
+                    token_grace=limits.token_grace,
+                    on_response=self._on_response,
+                    on_invalid_response=self._on_invalid_response,
+                    send_timeout=limits.accept_timeout,
+                    max_message_size=limits.max_control_message_size,
+                    clock=self._clock,
+                )
+                hc.add_listener(channel)
+                reserved = False
+                await self._run(channel, hc, handshake.remote)
         finally:
             if reserved:
                 hc.unreserve()
             self._registry.release(hc)
+
+    async def _run(self, channel: ControlChannel, hc: HybridConnection, remote: str) -> None:
+        if self._metrics is not None:
+            self._metrics.listener_online(hc.path)
+        self._opened += 1
+        self._channels[channel] = (hc.path, remote, self._opened)
+        log.info(
+            "listener online: path=%s listener=%s from=%s (%d connected)",
+            hc.path,
+            channel.listener_id,
+            remote,
+            len(hc.listeners),
+        )
+        try:
+            await channel.run()
+        finally:
+            del self._channels[channel]
+            hc.remove_listener(channel)
+            log.info(
+                "listener offline: path=%s listener=%s%s",
+                hc.path,
+                channel.listener_id,
+                f" ({channel.close_reason})" if channel.close_reason else "",
+            )
