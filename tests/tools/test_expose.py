@@ -236,12 +236,6 @@ async def test_expose_an_asgi_app_by_module_name(relay: Relay, tp: TokenProvider
         load_asgi_app("no_such_module_here:app")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="expose passes the local HEAD response's Content-Length on, but the relay drops it "
-    "(RESPONSE_SKIP in src/hyco/server/httpforward.py, being reshaped in another branch); remove this mark "
-    "when the relay keeps a HEAD response's Content-Length",
-)
 async def test_head_keeps_the_content_length_a_get_would_have(relay: Relay, tp: TokenProvider):
     async with local_server() as url, exposing(relay, tp, target=url):
         status, _, headers, body = await call(relay, tp, "HEAD", "/sized")

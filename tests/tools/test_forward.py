@@ -28,6 +28,7 @@ from hyco.tools.forward import (
     LocalForwarder,
     RelayCredentials,
     RemoteForward,
+    RemoteForwarder,
     Transport,
 )
 from tests.conftest import KEY, KEY_NAME, TIMEOUT, test_config
@@ -561,3 +562,39 @@ async def test_open_streams_survive_a_control_channel_recycle(relay: Relay) -> N
             writer.close()
             # And new connections are routed to the reconnected listener.
             assert await roundtrip(local_port(lf), b"new one") == b"new one"
+
+
+async def test_remote_forwarder_says_offline_once_while_the_relay_stays_unreachable() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    class Lines(logging.Handler):
+        """Collects log lines; ``attempts`` is set once the listener has failed to connect four times."""
+
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+            self.attempts = asyncio.Event()
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+            if sum("is offline" in line for line in self.lines) >= 4:
+                self.attempts.set()
+
+    lines = Lines()
+    root = logging.getLogger("hyco")
+    root.addHandler(lines)
+    level = root.level
+    root.setLevel(logging.INFO)
+    creds = RelayCredentials(f"ws://127.0.0.1:{port}/", TokenProvider.from_shared_access_key(KEY_NAME, KEY))
+    try:
+        async with RemoteForwarder(
+            RemoteForward.parse("web:127.0.0.1:9"), creds, listener_options={"reconnect_delays": [0.0, 0.01]}
+        ):
+            await asyncio.wait_for(lines.attempts.wait(), TIMEOUT)
+    finally:
+        root.removeHandler(lines)
+        root.setLevel(level)
+    said = [line for line in lines.lines if "offline, reconnecting" in line]
+    assert len(said) == 1, lines.lines

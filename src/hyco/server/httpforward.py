@@ -108,6 +108,12 @@ def _join_headers(pairs: list[tuple[str, str]], skip: set[str]) -> dict[str, str
     return headers
 
 
+def _head_length(headers: dict[str, str] | None) -> str | None:
+    """The listener's Content-Length for a HEAD response, if it sent a valid one."""
+    value = next((v for k, v in (headers or {}).items() if k.lower() == "content-length"), None)
+    return value.strip() if value is not None and value.strip().isdigit() else None
+
+
 async def _single_chunk(data: bytes) -> AsyncIterator[bytes]:
     """An already-read body as the chunk stream a request rendezvous uploads."""
     yield data
@@ -352,6 +358,14 @@ class HttpForwarder:
         if capture is not None:
             capture.response_started(command.status_code, headers)
         body = start.body
+        if request.method == "HEAD" and (length := _head_length(command.response_headers)) is not None:
+            # A HEAD response carries no body but says how long the GET's would be (RFC 9110 9.3.2); the
+            # relay frames responses itself, so only this one Content-Length passes through.
+            headers["Content-Length"] = length
+            response = web.StreamResponse(status=command.status_code, reason=reason, headers=headers)
+            await response.prepare(request)
+            await response.write_eof()
+            return response
         if body is None or isinstance(body, bytes):
             data = body or b""
             if 100 <= command.status_code < 200 or command.status_code in (204, 304):

@@ -94,6 +94,7 @@ class RemoteForwarder:
         self.total = 0
         self.active = 0
         self.error: HycoError | None = None
+        self._last_state = ""  # the last state line logged
 
     def __repr__(self) -> str:
         return f"<RemoteForwarder {self.prefix.rstrip(':')} {self.listener.state.value}>"
@@ -110,9 +111,13 @@ class RemoteForwarder:
 
     def _state_changed(self, listener: HybridConnectionListener) -> None:
         if listener.is_online:
+            self._last_state = "online"
             logger.info("%s online", self.prefix)
-        else:
-            reason = f": {listener.last_error}" if listener.last_error else ""
+            return
+        reason = f": {listener.last_error}" if listener.last_error else ""
+        # Each failed reconnect attempt ends offline again, usually for the same reason: say it once.
+        if self._last_state != f"offline{reason}":
+            self._last_state = f"offline{reason}"
             logger.warning("%s offline, reconnecting%s", self.prefix, reason)
 
     async def start(self) -> None:
