@@ -18,9 +18,10 @@ from hyco.tools.forward import (
     DEFAULT_UDP_IDLE_TIMEOUT,
     Forwarder,
     LocalForward,
-    Protocol,
     RelayCredentials,
     RemoteForward,
+    Transport,
+    parse_port,
 )
 
 __all__ = ["command", "load_config"]
@@ -137,17 +138,16 @@ def _mapping(entry: dict[str, Any], keys: dict[str, str | None], section: str) -
 
 
 def _protocol_and_port(out: dict[str, Any], section: str) -> None:
-    protocol = Protocol(str(out.pop("protocol", "tcp")).lower())
+    """Set ``out``'s transport from its ``protocol`` key and the port's azbridge suffix (``5000U``)."""
+    protocol = Transport(str(out.pop("protocol", "tcp")).lower())
     port = out.get("port")
     if isinstance(port, str):
-        text = port.strip()
-        if text.upper().endswith("U"):
-            protocol, text = Protocol.UDP, text[:-1]
-        elif text.lower().endswith("/udp"):
-            protocol, text = Protocol.UDP, text[:-4]
-        if not text.isdigit():
+        parsed = parse_port(port, section)
+        if parsed is None:
             raise InvalidInput(f"{section}: port {port!r} is not a number")
-        port = int(text)
+        port, transport = parsed
+        if transport is Transport.UDP:
+            protocol = transport
     if port is not None:
         out["port"] = int(port)
     out["protocol"] = protocol

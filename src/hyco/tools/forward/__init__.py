@@ -33,9 +33,6 @@ from hyco.tools.forward.remote import (
 from hyco.tools.forward.spec import LocalForward, RemoteForward, Transport, parse_port
 from hyco.tools.forward.udp import DEFAULT_UDP_IDLE_TIMEOUT
 
-#: The old name of :class:`Transport` (it shadowed ``typing.Protocol``); kept until no caller uses it.
-Protocol = Transport
-
 __all__ = [
     "DEFAULT_TARGET_CONNECT_TIMEOUT",
     "DEFAULT_UDP_IDLE_TIMEOUT",
@@ -44,7 +41,6 @@ __all__ = [
     "Forwarder",
     "LocalForward",
     "LocalForwarder",
-    "Protocol",
     "RelayCredentials",
     "RemoteForward",
     "RemoteForwarder",
