@@ -20,7 +20,9 @@ import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import aiohttp
 from tests.cluster.harness import (
+    TOKENS,
     NatsServer,
     RelayNode,
     ask,
@@ -29,6 +31,8 @@ from tests.cluster.harness import (
     tagged_listener,
     wait_until,
 )
+
+from hyco import RelayedHttpRequest, RelayedHttpResponse
 
 PARALLEL = 20
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -81,11 +85,13 @@ async def main(seconds: float, samples: int) -> None:
             await nats.start()
             stack.push_async_callback(nats.stop)
             nodes = [
-                await stack.enter_async_context(relay_node(Path(tmp), f"n{i}", nats.url, lease_seconds=15))
+                await stack.enter_async_context(
+                    relay_node(Path(tmp), f"n{i}", nats.url, lease_seconds=15, handshake_rate=1e6)
+                )
                 for i in (1, 2, 3)
             ]
             n1, n2, _ = nodes
-            await stack.enter_async_context(tagged_listener(f"{n1.url}/echo", "L"))
+            await stack.enter_async_context(tagged_listener(f"{n1.url}/echo", "L", request_handler=hello))
             await wait_until(lambda: sees(n2, 1), "node 2 never saw the listener")
             print(
                 f"{'':12} {'connect p50':>12} {'connect p99':>12} {'rendezvous/s':>13} {'CPU/rendezvous':>15}"
@@ -96,6 +102,10 @@ async def main(seconds: float, samples: int) -> None:
                 per_second, cpu_ms = await rate([f"{node.url}/echo"], seconds, nodes)
                 p50, p99 = statistics.median(lat), pct(lat, 0.99)
                 print(f"{label:12} {p50:>9.2f} ms {p99:>9.2f} ms {per_second:>13.0f} {cpu_ms:>12.2f} ms")
+            print(f"\n{'':12} {'HTTP GET/s':>13} {'CPU/request':>15}   (small GET, 20 clients, keep-alive)")
+            for label, node in (("same node", n1), ("cross node", n2)):
+                per_second, cpu_ms = await http_rate(f"{node.http_url}/echo/", seconds, nodes)
+                print(f"{label:12} {per_second:>13.0f} {cpu_ms:>12.2f} ms")
 
             print(f"\n{'nodes used':12} {'rendezvous/s':>13} {'CPU/rendezvous':>15}   (a listener on each)")
             async with AsyncExitStack() as more:
@@ -108,6 +118,33 @@ async def main(seconds: float, samples: int) -> None:
                     urls = [f"{n.url}/echo" for n in nodes[:used]]
                     per_second, cpu_ms = await rate(urls, seconds, nodes)
                     print(f"{used:<12} {per_second:>13.0f} {cpu_ms:>12.2f} ms")
+
+
+async def hello(request: RelayedHttpRequest) -> RelayedHttpResponse:
+    return RelayedHttpResponse(200, b"hello")
+
+
+async def http_rate(url: str, seconds: float, nodes: list[RelayNode]) -> tuple[float, float]:
+    """Small GETs per second through ``url`` with PARALLEL clients, and relay CPU ms per request."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+    token = await TOKENS.token_for(url)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            async with session.get(url, headers={"ServiceBusAuthorization": token}) as response:
+                assert response.status == 200, response.status
+                await response.read()
+            done += 1
+
+    cpu = sum(cpu_seconds(n.proc.pid) for n in nodes)
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(worker(session) for _ in range(PARALLEL)))
+    elapsed = time.perf_counter() - started
+    cpu = sum(cpu_seconds(n.proc.pid) for n in nodes) - cpu
+    return done / elapsed, cpu * 1000 / max(done, 1)
 
 
 async def sees(node: RelayNode, listeners: int) -> bool:

@@ -49,6 +49,7 @@ path = "spread"
 
 [limits]
 accept_timeout = {{accept_timeout}}
+handshake_rate_per_source = {{handshake_rate}}
 """
 
 
@@ -182,14 +183,23 @@ async def wait_until(check: Any, what: str, timeout: float = TIMEOUT) -> Any:
 
 @contextlib.asynccontextmanager
 async def relay_node(
-    tmp: Path, node_id: str, nats_url: str, *, lease_seconds: float = 3.0, accept_timeout: float = 5.0
+    tmp: Path,
+    node_id: str,
+    nats_url: str,
+    *,
+    lease_seconds: float = 3.0,
+    accept_timeout: float = 5.0,
+    handshake_rate: float = 200.0,
 ) -> AsyncIterator[RelayNode]:
-    """Start a cluster node on 127.0.0.1:0; yields once its banner says it is ready; always killed."""
+    """Start a cluster node on 127.0.0.1:0; yields once its banner says it is ready; always killed.
+
+    ``handshake_rate``: the per-source rate limit (every client here is 127.0.0.1; a benchmark raises it).
+    """
     data = tmp / node_id
     data.mkdir(parents=True, exist_ok=True)
     config = data / "relay.toml"
     config.write_text(
-        NODE_CONFIG.format(accept_timeout=accept_timeout)
+        NODE_CONFIG.format(accept_timeout=accept_timeout, handshake_rate=handshake_rate)
         + f'\n[cluster]\nnats = "{nats_url}"\nlease_seconds = {lease_seconds}\nrequest_timeout = 1.0\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYCO_")}
