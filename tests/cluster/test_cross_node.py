@@ -88,6 +88,11 @@ async def test_sdk_listener_and_sender_on_different_nodes(nodes: list[RelayNode]
     assert (await n2.health())["active_connections"] == 0
 
 
+async def _logged(node: RelayNode, start: str) -> str | None:
+    """The first line of ``node``'s log that contains ``start``, if there is one yet."""
+    return next((line for line in node.stderr.text(100_000).splitlines() if start in line), None)
+
+
 async def test_official_https_listener_across_nodes_inline_and_large(nodes: list[RelayNode]) -> None:
     n1, n2, _ = nodes
     headers = {"ServiceBusAuthorization": token_for(n2.url, "echo")}
@@ -96,7 +101,15 @@ async def test_official_https_listener_across_nodes_inline_and_large(nodes: list
         async with session.get(f"{n2.http_url}/echo/small", headers=headers) as resp:
             assert resp.status == 200, listener.describe()
             assert await resp.text() == "hello from hyco-https"
-        for size in (1024, 200 * 1024):  # inline-sized and rendezvous-sized bodies
+        async with session.post(f"{n2.http_url}/echo/echo", data=b"x" * 1024, headers=headers) as resp:
+            assert resp.status == 200, listener.describe()
+            assert await resp.read() == b"x" * 1024
+        # Small requests crossed whole, and their responses came back from node 1 over NATS: the listener
+        # never dialed node 2 for them.
+        for line in ("http GET /echo/small -> 200", "http POST /echo/echo -> 200"):
+            logged = await wait_until(lambda line=line: _logged(n2, line), f"node 2 never logged {line!r}")
+            assert logged.endswith("control channel)"), logged
+        for size in (1024, 200 * 1024):  # a body of unknown length goes over a rendezvous, whatever its size
             body = random.Random(size).randbytes(size)
             async with session.post(
                 f"{n2.http_url}/echo/echo", data=io.BytesIO(body), headers=headers

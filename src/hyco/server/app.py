@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from hyco._clock import SYSTEM_CLOCK, Clock
+from hyco.protocol import messages
 from hyco.protocol.sas import Right, SasToken
 from hyco.server import logs
 from hyco.server.auth import SignatureCache, authorize
@@ -120,7 +121,7 @@ class Relay:
             limits,
             lambda hs, token, hc, right: self._authorize(hs.host, token, hc, right),
             self._base_url,
-            self._http.on_control_response,
+            self._on_listener_response,
             self._http.on_invalid_response,
             clock,
             self.metrics,
@@ -285,7 +286,14 @@ class Relay:
             self._registry,
             node_id=node_identity(config.cluster, config.server.data_dir),
             max_listeners=config.limits.max_listeners,
+            on_response=lambda response, body: self._http.on_control_response(response, body),
         )
+
+    def _on_listener_response(self, response: messages.Response, body: bytes | None) -> bool:
+        """A ``response`` on a control channel: for a request of this node, else (cluster) of another node."""
+        if self._http.on_control_response(response, body):
+            return True
+        return self._cluster is not None and self._cluster.forward_response(response, body)
 
     def _default_store(self, config: RelayConfig) -> Store:
         """The cluster's shared bucket on a cluster node (entities and keys made on any node work on all),

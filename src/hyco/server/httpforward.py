@@ -27,7 +27,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -108,15 +108,10 @@ def _join_headers(pairs: list[tuple[str, str]], skip: set[str]) -> dict[str, str
     return headers
 
 
-def _head_length(headers: dict[str, str] | None) -> str | None:
+def _head_length(headers: Mapping[str, str] | None) -> str | None:
     """The listener's Content-Length for a HEAD response, if it sent a valid one."""
     value = next((v for k, v in (headers or {}).items() if k.lower() == "content-length"), None)
     return value.strip() if value is not None and value.strip().isdigit() else None
-
-
-async def _single_chunk(data: bytes) -> AsyncIterator[bytes]:
-    """An already-read body as the chunk stream a request rendezvous uploads."""
-    yield data
 
 
 def _cut(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
@@ -305,13 +300,11 @@ class HttpForwarder:
                 request_headers=headers,
                 body=has_body,
             )
-            # A listener on another cluster node gets a stub: the request and its body then travel over the
-            # rendezvous it dials on this node, so no body crosses between nodes.
-            exchange.request_delivered = inline and not delivery.remote
-            if exchange.request_delivered:
+            # Inline goes whole, also to a listener on another cluster node (one message there, its response
+            # one message back); otherwise a stub, and the request and its body travel over the rendezvous.
+            exchange.request_delivered = inline
+            if inline:
                 return exchange.request, body
-            if body is not None:
-                exchange.body_source = _single_chunk(body)
             return messages.Request(address=address, id=exchange.id), None
 
         try:
@@ -338,7 +331,8 @@ class HttpForwarder:
             start.command.status_code,
             (time.monotonic() - started) * 1000,
             exchange.tracking_id,
-            "inline" if inline else "rendezvous",
+            # How the exchange travelled: a listener may answer an inline request over a rendezvous too.
+            "rendezvous" if exchange.rendezvous.done() else "control channel",
         )
         return response
 

@@ -57,15 +57,11 @@ def _split_ids(value: str | None) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """What a command is built from: where the chosen listener must dial back to.
-
-    ``remote`` is True when the listener is held by another cluster node: the command then travels as one
-    small message between nodes and must carry no body (bodies go over a rendezvous naming this node).
-    """
+    """What a command is built from: where the chosen listener must dial back to (always this node, also when
+    another cluster node holds the listener's control channel)."""
 
     base_url: str
     listener_id: str
-    remote: bool = False
 
 
 #: Makes the command (and its optional body, sent as the very next message) for one candidate listener.

@@ -13,9 +13,12 @@ Theory of operation:
 * A listener on another node gets the command as **one NATS request** to that node's subject
   ``hyco.node.{id}``; the owner writes it to the listener's control channel and replies ``ok`` (or ``gone``:
   no such listener there, try the next). The command's address names **this** node, so the listener dials
-  back here and no relayed byte crosses between nodes. "No responders" means the node is gone: its leases are
-  dropped and the next candidate is tried. A timeout means the outcome is unknown: the sender keeps waiting,
-  its rendezvous id stays single-use and expires with ``accept_timeout``.
+  back here and no stream byte crosses between nodes. A small HTTP request travels whole (with its inline
+  body, at most 64 KiB); the owner sends the listener's control-channel ``response`` back to this node on
+  ``hyco.response.{id}``. A large response comes over the request rendezvous, which names this node.
+  "No responders" means the node is gone: its leases are dropped and the next candidate is tried. A
+  timeout means the outcome is unknown: the sender keeps waiting, its rendezvous id stays single-use and
+  expires with ``accept_timeout``.
 * Without NATS (not reachable, or lost) the node keeps serving pairs whose listener is local and refuses what
   it cannot route, and new listeners, with 503 and the reason; once NATS is back it re-announces itself and
   re-takes its leases (a restarted NATS server may have lost the bucket).
@@ -30,7 +33,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,8 +75,20 @@ BUCKET = "hyco_leases"
 NODE_ID_FILE = "node-id"
 _PATH_HEADER = "Hyco-Path"
 _LISTENER_HEADER = "Hyco-Listener"
+#: On a delivery: the length of the command's JSON (an inline body follows it); the node to answer.
+_COMMAND_LENGTH_HEADER = "Hyco-Command-Length"
+_FROM_HEADER = "Hyco-From"
 _OK, _GONE = b"ok", b"gone"
 _UNREACHABLE = "This relay node cannot reach the cluster (NATS); "
+
+
+#: Seconds a node remembers where to send the response to another node's HTTP request (the longest
+#: request_timeout a hybrid connection is likely to have; a later response is dropped, the sender got 504).
+ANSWER_WINDOW = 600.0
+
+
+def _response_subject(node: str) -> str:
+    return f"hyco.response.{node}"
 
 
 def node_identity(config: ClusterConfig, data_dir: Path | None) -> str:
@@ -119,10 +134,18 @@ class ClusterRouter:
         registry: this node's hybrid connections and their local channels.
         node_id: this node's id (see :func:`node_identity`).
         max_listeners: listener slots per hybrid connection, cluster-wide.
+        on_response: takes an HTTP ``response`` (and body) that another node's listener sent for a request
+            from this node; False for an unknown request.
     """
 
     def __init__(
-        self, config: ClusterConfig, registry: Registry, *, node_id: str, max_listeners: int
+        self,
+        config: ClusterConfig,
+        registry: Registry,
+        *,
+        node_id: str,
+        max_listeners: int,
+        on_response: Callable[[messages.Response, bytes | None], bool] = lambda r, b: False,
     ) -> None:
         self._config = config
         self._registry = registry
@@ -140,6 +163,9 @@ class ClusterRouter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: KeyValue.KeyWatcher | None = None
         self._closing = False
+        self._on_response = on_response
+        #: HTTP requests delivered here for other nodes: request id -> (node that asked, when it expires).
+        self._answer_to: dict[str, tuple[str, float]] = {}
 
     @property
     def subject(self) -> str:
@@ -220,6 +246,7 @@ class ClusterRouter:
             failed=self._on_connect_failed,
         )
         await self._nc.subscribe(self.subject, cb=self._on_deliver)
+        await self._nc.subscribe(_response_subject(self.node_id), cb=self._on_remote_response)
         self._rejoin.set()
         while True:
             await self._rejoin.wait()
@@ -440,15 +467,20 @@ class ClusterRouter:
         self, hc: HybridConnection, lease: Lease, build: BuildCommand
     ) -> Delivery | None:
         assert self._nc is not None
-        delivery = Delivery(self._node_url, lease.listener_id, remote=True)
+        delivery = Delivery(self._node_url, lease.listener_id)
         command, body = build(delivery)
-        assert body is None, "a command for another node carries no body"
+        encoded = messages.encode(command).encode()
         try:
             reply = await self._nc.request(
                 f"hyco.node.{lease.node}",
-                messages.encode(command).encode(),
+                encoded + (body or b""),
                 timeout=self._config.request_timeout,
-                headers={_PATH_HEADER: hc.path, _LISTENER_HEADER: lease.listener_id},
+                headers={
+                    _PATH_HEADER: hc.path,
+                    _LISTENER_HEADER: lease.listener_id,
+                    _COMMAND_LENGTH_HEADER: str(len(encoded)),
+                    _FROM_HEADER: self.node_id,
+                },
             )
         except nats.errors.NoRespondersError:
             log.warning("node %s does not answer (gone); dropping its listeners", lease.node)
@@ -491,14 +523,63 @@ class ClusterRouter:
         answer = _GONE
         if channel is not None:
             try:
-                command = messages.decode(msg.data)
+                split = int(headers.get(_COMMAND_LENGTH_HEADER, len(msg.data)))
+                command = messages.decode(msg.data[:split])
+                body = msg.data[split:] or None
+                if isinstance(command, messages.Request) and not command.is_stub and command.id:
+                    # A whole HTTP request: its response comes back on this channel, for the asking node.
+                    asker = headers.get(_FROM_HEADER, "")
+                    self._answer_to[command.id] = (asker, time.monotonic() + ANSWER_WINDOW)
                 if isinstance(command, messages.Accept | messages.Request):
-                    await channel.send(command)
+                    await channel.send_with_body(command, body)
                     answer = _OK
-            except (ConnectionLost, RemoteProtocolError) as exc:
+            except (ConnectionLost, RemoteProtocolError, ValueError) as exc:
                 log.debug("delivery for listener %s failed: %s", channel.listener_id, exc)
         with contextlib.suppress(nats.errors.Error):
             await msg.respond(answer)
+
+    # --- HTTP responses for other nodes' requests ---
+
+    def forward_response(self, response: messages.Response, body: bytes | None) -> bool:
+        """Send a listener's control-channel ``response`` to the node whose request it answers.
+
+        Returns:
+            False when no request from another node has that id (the caller then ignores the response).
+        """
+        now = time.monotonic()
+        while self._answer_to:  # oldest first (one window for all): drop the expired ones
+            oldest = next(iter(self._answer_to))
+            if self._answer_to[oldest][1] >= now:
+                break
+            del self._answer_to[oldest]
+        target = self._answer_to.pop(response.request_id, None)
+        if target is None or self._nc is None or not self.connected:
+            return False
+        encoded = messages.encode(response).encode()
+        self._spawn(self._publish_response(target[0], encoded, body))
+        return True
+
+    async def _publish_response(self, node: str, encoded: bytes, body: bytes | None) -> None:
+        assert self._nc is not None
+        try:
+            await self._nc.publish(
+                _response_subject(node),
+                encoded + (body or b""),
+                headers={_COMMAND_LENGTH_HEADER: str(len(encoded))},
+            )
+        except nats.errors.Error as exc:  # the asking node's sender gets 504 at its request timeout
+            log.warning("an HTTP response for node %s was lost: %s", node, exc)
+
+    async def _on_remote_response(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        try:
+            split = int(headers.get(_COMMAND_LENGTH_HEADER, len(msg.data)))
+            response = messages.decode(msg.data[:split])
+        except (ValueError, RemoteProtocolError) as exc:
+            log.warning("ignoring a malformed HTTP response from another node: %s", exc)
+            return
+        if isinstance(response, messages.Response):
+            self._on_response(response, msg.data[split:] if response.body else None)
 
     def _local_channel(self, path: str, listener_id: str) -> ListenerHandle | None:
         try:
