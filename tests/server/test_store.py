@@ -15,8 +15,8 @@ import pytest
 
 from hyco.protocol.sas import Right
 from hyco.server.config import AuthorizationRule, EntityStatus, Secret
-from hyco.server.store import Change, EntityRecord, MemoryStore, RuleRecord, SqliteStore, Store
-from tests.conftest import TIMEOUT
+from hyco.server.store import Change, EntityRecord, MemoryStore, RuleRecord, Snapshot, SqliteStore, Store
+from tests.conftest import KEY, KEY_NAME, TIMEOUT
 
 RULE = AuthorizationRule("sender", Secret("k1"), frozenset({Right.SEND}), Secret("k2"))
 
@@ -175,3 +175,62 @@ def test_entity_status_and_metadata_keys():
     assert hc.status.admits_listeners and not hc.status.admits_senders
     with pytest.raises(InvalidConfig, match="status must be one of Active"):
         parse_config({"hybrid_connections": [{"path": "a", "status": "Paused"}]})
+
+
+# --- SQLite writes run off the event loop ------------------------------------------------------------
+
+
+async def test_concurrent_writes_commit_and_notify_in_call_order(tmp_path: Path):
+    """Writes made at once commit one at a time in call order, and are reported in that order: the last
+    change reported is what the database holds."""
+    store = SqliteStore(tmp_path / "hyco.db")
+    changes: list[Change] = []
+    store.watch(changes.append)
+    await asyncio.gather(*(store.put_entity(EntityRecord("e", user_metadata=str(i))) for i in range(20)))
+    await store.put_rule(RuleRecord("e", RULE))
+    assert await store.delete_entity("E") is True
+    assert [c.record.user_metadata for c in changes[:20]] == [str(i) for i in range(20)]  # type: ignore[union-attr]
+    assert changes[20:] == [Change("e", "sender", RuleRecord("e", RULE)), Change("e", None, None)]
+    assert await store.load() == Snapshot()
+    await store.close()
+
+
+async def test_a_write_waiting_for_the_database_lock_does_not_stop_the_relay(relay_factory, tmp_path: Path):
+    """Another connection holds SQLite's write lock (as a backup or an operator's sqlite3 shell would): a
+    management write waits for it on the store's thread while the relay keeps relaying and answering; when
+    the lock is released the write completes and takes effect."""
+    from hyco import HybridConnectionListener, RelayedHttpRequest, RelayedHttpResponse, TokenProvider
+    from hyco.server import ServerConfig
+    from tests.management.conftest import Api
+    from tests.server.wire import recording_session
+
+    relay = await relay_factory(server=ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path))
+    holder = sqlite3.connect(tmp_path / "hyco.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # SQLite's write lock, until ROLLBACK below
+
+    async def answer(request: RelayedHttpRequest) -> RelayedHttpResponse:
+        return RelayedHttpResponse(200, "served")
+
+    async with (
+        recording_session() as session,
+        HybridConnectionListener(
+            f"{relay.url}/open", TokenProvider.from_shared_access_key(KEY_NAME, KEY), request_handler=answer
+        ),
+    ):
+        write = asyncio.ensure_future(
+            relay.namespace.store.put_entity(EntityRecord("held", user_metadata="m"))
+        )
+        await asyncio.sleep(0)  # one turn: the write has started (a write on the loop would end in it)
+        async with session.get(f"{relay.http_url}/open/x") as resp:
+            assert (resp.status, await resp.text()) == (200, "served")
+        api = Api(session, relay)
+        status, listed = await api.call("GET", "hybridConnections")
+        assert status == 200
+        assert "held" not in [hc["name"] for hc in listed["value"]]
+        assert not write.done()  # still waiting for the lock, off the loop
+
+        holder.execute("ROLLBACK")
+        await asyncio.wait_for(write, TIMEOUT)
+        status, shown = await api.call("GET", "hybridConnections/held")
+        assert (status, shown["properties"]["userMetadata"]) == (200, "m")
+    holder.close()
