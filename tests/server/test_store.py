@@ -31,7 +31,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_put_load_and_notify(store: Store):
     changes: list[Change] = []
     store.watch(changes.append)
-    entity = EntityRecord("Orders/In", False, "meta", EntityStatus.SEND_DISABLED, 1.0, 2.0)
+    entity = EntityRecord("Orders/In", False, "meta", EntityStatus.SEND_DISABLED, 1.0, 2.0, inspect=True)
     rule = RuleRecord("Orders/In", RULE, 3.0, 4.0)
     await store.put_entity(entity)
     await store.put_rule(rule)
@@ -83,6 +83,26 @@ async def test_sqlite_survives_reopen_and_is_private(tmp_path: Path):
     await second.close()
     assert snapshot.entities == (EntityRecord("kept", created_at=5.0, updated_at=6.0),)
     assert snapshot.rules[0].rule == RULE
+
+
+async def test_sqlite_opens_a_database_made_before_inspect_existed(tmp_path: Path):
+    """A hyco.db written by an earlier version (no ``inspect`` column) opens, keeps its entities (not
+    inspected), and takes the new column."""
+    path = tmp_path / "hyco.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE entities (key TEXT PRIMARY KEY, path TEXT NOT NULL, requires_client_authorization "
+        "INTEGER NOT NULL, user_metadata TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, "
+        "updated_at REAL NOT NULL);"
+        "INSERT INTO entities VALUES ('old', 'Old', 1, 'm', 'Active', 1.0, 2.0);"
+    )
+    old.commit()
+    old.close()
+    store = SqliteStore(path)
+    assert (await store.load()).entities == (EntityRecord("Old", True, "m", EntityStatus.ACTIVE, 1.0, 2.0),)
+    await store.put_entity(EntityRecord("new", inspect=True))
+    assert [e.inspect for e in (await store.load()).entities] == [True, False]
+    await store.close()
 
 
 def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path):

@@ -6,7 +6,8 @@ Resources and their JSON bodies follow ARM's ``Microsoft.Relay`` shapes: hybrid 
 (``/$management/authorizationRules[/{rule}]``), with ``POST .../listKeys`` and ``.../regenerateKeys``.
 Every call needs a SAS token with **Manage** rights in ``Authorization`` or ``ServiceBusAuthorization``; its
 audience is the namespace, or the hybrid connection itself for that entity's own objects. ``api-version`` is
-accepted and ignored. Errors use ARM's shape, ``{"error": {"code": ..., "message": ...}}``, and change
+accepted and ignored. One property is hyco's own, as Azure has no inspector: ``inspect`` on a hybrid
+connection (the HTTP inspector records its relayed requests). Errors use ARM's shape, ``{"error": {"code": ..., "message": ...}}``, and change
 nothing.
 
 Writes go to the :class:`~hyco.server.store.base.Store`; the relay's view follows from the store's change
@@ -173,6 +174,13 @@ def _properties(body: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
             f"Unknown properties {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}.",
         )
     return {k: v for k, v in props.items() if k in allowed}
+
+
+def _flag(props: dict[str, Any], name: str) -> bool:
+    value = props[name]
+    if not isinstance(value, bool):
+        raise ManagementError(400, "BadRequest", f"'{name}' must be true or false.")
+    return value
 
 
 def _rights(value: Any) -> frozenset[Right]:
@@ -412,6 +420,8 @@ class ManagementApi:
                 "requiresClientAuthorization": hc.config.requires_client_authorization,
                 "userMetadata": hc.config.user_metadata,
                 "status": hc.config.status.value,
+                # hyco's own (Azure has no inspector): record relayed HTTP requests (docs/operations.md).
+                "inspect": hc.config.inspect,
             },
         }
 
@@ -421,17 +431,15 @@ class ManagementApi:
         return (record.created_at, record.updated_at) if record else (self._started, self._started)
 
     async def _put_entity(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        props = _properties(body, {"requiresClientAuthorization", "userMetadata", "status"})
+        props = _properties(body, {"requiresClientAuthorization", "userMetadata", "status", "inspect"})
         if self._namespace.from_config(path):
             raise _read_only(f"The hybrid connection '{path}'")
         now = self._clock()
         record = self._namespace.record(path) or EntityRecord(path=path, created_at=now)
         if "requiresClientAuthorization" in props:
-            if not isinstance(props["requiresClientAuthorization"], bool):
-                raise ManagementError(
-                    400, "BadRequest", "'requiresClientAuthorization' must be true or false."
-                )
-            record = replace(record, requires_client_authorization=props["requiresClientAuthorization"])
+            record = replace(
+                record, requires_client_authorization=_flag(props, "requiresClientAuthorization")
+            )
         if "userMetadata" in props:
             metadata = props["userMetadata"]
             if not isinstance(metadata, str) or len(metadata) > _MAX_METADATA:
@@ -439,6 +447,8 @@ class ManagementApi:
                     400, "BadRequest", f"'userMetadata' must be text of at most {_MAX_METADATA} characters."
                 )
             record = replace(record, user_metadata=metadata)
+        if "inspect" in props:
+            record = replace(record, inspect=_flag(props, "inspect"))
         if "status" in props:
             try:
                 record = replace(record, status=EntityStatus(props["status"]))

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS entities (
     user_metadata TEXT NOT NULL,
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    inspect INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rules (
     scope TEXT NOT NULL,
@@ -95,6 +96,9 @@ class SqliteStore(Watchers):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(entities)")}
+        if "inspect" not in columns:  # a database made before the column existed
+            db.execute("ALTER TABLE entities ADD COLUMN inspect INTEGER NOT NULL DEFAULT 0")
         return db
 
     async def _on_writer(self, work: Callable[[], T]) -> T:
@@ -131,10 +135,12 @@ class SqliteStore(Watchers):
 
     def _read_all(self) -> Snapshot:
         entities = tuple(
-            EntityRecord(path, bool(requires), metadata, EntityStatus(status), created, updated)
-            for path, requires, metadata, status, created, updated in self._db.execute(
-                "SELECT path, requires_client_authorization, user_metadata, status, created_at, updated_at "
-                "FROM entities ORDER BY key"
+            EntityRecord(
+                path, bool(requires), metadata, EntityStatus(status), created, updated, bool(inspect)
+            )
+            for path, requires, metadata, status, created, updated, inspect in self._db.execute(
+                "SELECT path, requires_client_authorization, user_metadata, status, created_at, updated_at, "
+                "inspect FROM entities ORDER BY key"
             )
         )
         rules = tuple(
@@ -166,10 +172,15 @@ class SqliteStore(Watchers):
             record.status.value,
             record.created_at,
             record.updated_at,
+            int(record.inspect),
         )
 
         def body(cursor: sqlite3.Cursor) -> tuple[None, Change]:
-            cursor.execute("INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            cursor.execute(
+                "INSERT OR REPLACE INTO entities (key, path, requires_client_authorization, user_metadata, "
+                "status, created_at, updated_at, inspect) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
             return None, Change(record.path, None, record)
 
         await self._transaction(body)
