@@ -7,8 +7,8 @@ Resources and their JSON bodies follow ARM's ``Microsoft.Relay`` shapes: hybrid 
 Every call needs a SAS token with **Manage** rights in ``Authorization`` or ``ServiceBusAuthorization``; its
 audience is the namespace, or the hybrid connection itself for that entity's own objects. ``api-version`` is
 accepted and ignored. One property is hyco's own, as Azure has no inspector: ``inspect`` on a hybrid
-connection (the HTTP inspector records its relayed requests). Errors use ARM's shape, ``{"error": {"code": ..., "message": ...}}``, and change
-nothing.
+connection (the HTTP inspector records its relayed requests). Errors use ARM's shape,
+``{"error": {"code": ..., "message": ...}}``, and change nothing.
 
 Writes go to the :class:`~hyco.server.store.base.Store`; the relay's view follows from the store's change
 notification, so a rotated key is refused from the moment ``regenerateKeys`` returns. Entities and rules
