@@ -280,22 +280,25 @@ class ManagementApi:
         self._authorize(request, token, "")
 
     def status(self) -> dict[str, Any]:
-        """The ``hyco status`` body: live totals, and per hybrid connection its listeners and traffic."""
+        """The ``hyco status`` body: live totals; per hybrid connection its listeners and traffic (bytes
+        include the running connections'); and each relayed WebSocket connection now spliced."""
         rows = []
         for hc in sorted(self._registry.all(), key=lambda h: h.path.lower()):
             totals = self._metrics.totals.get(hc.path)
+            bytes_in, bytes_out = self._metrics.bytes_moved(hc.path)
             rows.append(
                 {
                     "name": hc.path,
                     "status": hc.config.status.value,
                     "listeners": len(hc.listeners),
                     "activeConnections": totals.active_connections if totals else 0,
-                    "bytesIn": totals.bytes_in if totals else 0,
-                    "bytesOut": totals.bytes_out if totals else 0,
+                    "bytesIn": bytes_in,
+                    "bytesOut": bytes_out,
                     "httpRequests": totals.http_requests if totals else 0,
                 }
             )
-        return {"totals": self._health(), "hybridConnections": rows}
+        connections = [c.json() for c in self._metrics.live]
+        return {"totals": self._health(), "hybridConnections": rows, "connections": connections}
 
     @staticmethod
     def _token(request: web.Request) -> str | None:
