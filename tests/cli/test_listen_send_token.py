@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -65,6 +66,53 @@ def test_token_from_connection_string_file_with_path(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert parse_token(result.output.strip()).audience == "http://ns.example/web/"
+
+
+def test_token_for_the_namespace() -> None:
+    """--namespace signs for http://HOST/ even when the connection string names a hybrid connection."""
+    cs = (
+        f"Endpoint=sb://NS.example:8443/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY};EntityPath=echo"
+    )
+    result = CliRunner().invoke(
+        main, ["token", "--namespace", "--ttl", "600"], env=clean_env(HYCO_CONNECTION_STRING=cs)
+    )
+    assert result.exit_code == 0, result.output
+    token = parse_token(result.output.strip())
+    assert (token.audience, token.key_name) == ("http://ns.example/", KEY_NAME)
+    assert verify_signature(token, KEY)
+    assert 590 <= token.expiry - time.time() <= 600
+    result = CliRunner().invoke(main, ["token", "--namespace", "-a", "sb://ns.example/echo", "-k", KEY])
+    assert parse_token(result.output.strip()).audience == "http://ns.example/"
+    result = CliRunner().invoke(
+        main, ["token", "--namespace", "--path", "echo"], env=clean_env(HYCO_CONNECTION_STRING=cs)
+    )
+    assert result.exit_code == 2
+    assert "give --namespace or --path, not both" in result.output
+
+
+async def test_a_namespace_token_scrapes_metrics(relay: Relay) -> None:
+    """What docs/operations.md gives Prometheus: `hyco token --namespace` without its scheme word, sent as
+    ``Authorization: SharedAccessSignature <credentials>``; a hybrid connection's token is refused there."""
+    import aiohttp
+
+    env = clean_env(HYCO_CONNECTION_STRING=connection_string(relay))
+
+    async def token(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *HYCO, "token", *args, env=env, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        return out.decode().strip()
+
+    scheme, credentials = (await token("--namespace")).split(" ", 1)
+    entity_token = await token()
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"{scheme} {credentials}"}
+        async with session.get(f"{relay.http_url}/$metrics", headers=headers) as resp:
+            assert resp.status == 200
+            assert "hyco_build_info" in await resp.text()
+        async with session.get(f"{relay.http_url}/$metrics", headers={"Authorization": entity_token}) as resp:
+            assert resp.status == 401
 
 
 def test_token_needs_a_key() -> None:

@@ -21,7 +21,6 @@ from hyco import (
     StreamClosed,
     TokenProvider,
 )
-from hyco.client.sync import _get_portal
 from hyco.server import Relay, ServerConfig, serve
 from hyco.sync import AcceptContext, HybridConnectionClient, HybridConnectionListener, ListenerState
 from tests.client.conftest import address
@@ -126,14 +125,30 @@ async def test_sync_listener_killed_breaks_sender(relay: Relay, tp: TokenProvide
             sender = HybridConnectionClient(address(relay), tp).connect()
             receiver = listener.accept(timeout=TIMEOUT)
             assert receiver is not None
-            transport = receiver._stream._ws._response.connection.transport  # type: ignore[union-attr]
-            assert transport is not None
-            # as if the listener's process died: drop its TCP connection, no Close frame
-            _get_portal().loop.call_soon_threadsafe(transport.abort)
+            receiver.abort(
+                code=None
+            )  # as if the listener's process died: its TCP connection dropped, no Close
             with pytest.raises(StreamBroken):
                 while sender.read():
                     pass
             sender.close()
+            receiver.close()
+
+    await asyncio.wait_for(asyncio.to_thread(scenario), TIMEOUT)
+
+
+async def test_sync_abort_with_a_code_reaches_the_peer(relay: Relay, tp: TokenProvider) -> None:
+    def scenario() -> None:
+        with HybridConnectionListener(address(relay), tp) as listener:
+            sender = HybridConnectionClient(address(relay), tp).connect()
+            receiver = listener.accept(timeout=TIMEOUT)
+            assert receiver is not None
+            sender.abort(1011, "pipe target failed")
+            sender.abort()  # idempotent
+            assert sender.closed
+            with pytest.raises(StreamBroken) as info:
+                receiver.read()
+            assert info.value.close_code == 1011
             receiver.close()
 
     await asyncio.wait_for(asyncio.to_thread(scenario), TIMEOUT)

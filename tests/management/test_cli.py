@@ -99,6 +99,12 @@ async def test_update_show_list_delete(relay: Relay):
         await ok(relay, "hyco", "update", "-n", "svc", "--status", "SendDisabled", "-o", "json")
     )
     assert updated["properties"]["status"] == "SendDisabled"
+    assert updated["properties"]["inspect"] is False
+    inspected = json.loads(await ok(relay, "hyco", "update", "-n", "svc", "--inspect", "true", "-o", "json"))
+    assert (inspected["properties"]["inspect"], inspected["properties"]["status"]) == (True, "SendDisabled")
+    table = await ok(relay, "hyco", "show", "-n", "svc")
+    assert table.splitlines()[0].split()[-1] == "Inspect"
+    assert table.splitlines()[1].split()[-1] == "True"
     listed = json.loads(await ok(relay, "hyco", "list", "-o", "json"))
     assert "svc" in {h["name"] for h in listed["value"]}
     await ok(relay, "hyco", "delete", "-n", "svc")

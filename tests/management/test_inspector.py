@@ -100,6 +100,35 @@ async def test_entities_without_inspect_are_not_recorded(inspected: Relay, sessi
     assert (await api.call("GET", "requests/http"))[1]["requests"] == []
 
 
+async def test_inspect_is_set_at_run_time_through_the_api(relay: Relay, session):
+    """``inspect`` (hyco's own property) turns recording on and off for a hybrid connection created at run
+    time, from the next request on; a bad value and a configured entity are refused and change nothing."""
+    api = Api(session, relay)
+    status, created = await api.call("PUT", "hybridConnections/shop", {"properties": {}})
+    assert (status, created["properties"]["inspect"]) == (200, False)
+    recorder = Recorder()
+    tp = TokenProvider.from_shared_access_key(KEY_NAME, KEY)
+    async with HybridConnectionListener(f"{relay.url}/shop", tp, request_handler=recorder):
+        assert await post(session, relay, "shop/before", b"1") == 201
+        status, changed = await api.call("PUT", "hybridConnections/shop", {"properties": {"inspect": True}})
+        assert (status, changed["properties"]["inspect"]) == (200, True)
+        assert await post(session, relay, "shop/during", b"2") == 201
+        assert (await api.call("PUT", "hybridConnections/shop", {"properties": {"inspect": False}}))[0] == 200
+        assert await post(session, relay, "shop/after", b"3") == 201
+    _, listed = await api.call("GET", "requests/http")
+    assert [r["uri"].split("?")[0] for r in listed["requests"]] == ["/shop/during"]
+
+    status, answer = await api.call("PUT", "hybridConnections/shop", {"properties": {"inspect": "yes"}})
+    assert (status, answer["error"]["message"]) == (400, "'inspect' must be true or false.")
+    status, answer = await api.call("PUT", "hybridConnections/echo", {"properties": {"inspect": True}})
+    assert (status, answer["error"]["code"]) == (409, "Conflict")
+    assert "configuration file" in answer["error"]["message"]
+    _, shown = await api.call("GET", "hybridConnections/echo")
+    assert shown["properties"]["inspect"] is False
+    _, shown = await api.call("GET", "hybridConnections/shop")
+    assert shown["properties"]["inspect"] is False
+
+
 async def test_needs_a_manage_token(inspected: Relay, session):
     assert (await Api(session, inspected, token="").call("GET", "requests/http"))[0] == 401
 

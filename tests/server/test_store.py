@@ -15,8 +15,8 @@ import pytest
 
 from hyco.protocol.sas import Right
 from hyco.server.config import AuthorizationRule, EntityStatus, Secret
-from hyco.server.store import Change, EntityRecord, MemoryStore, RuleRecord, SqliteStore, Store
-from tests.conftest import TIMEOUT
+from hyco.server.store import Change, EntityRecord, MemoryStore, RuleRecord, Snapshot, SqliteStore, Store
+from tests.conftest import KEY, KEY_NAME, TIMEOUT
 
 RULE = AuthorizationRule("sender", Secret("k1"), frozenset({Right.SEND}), Secret("k2"))
 
@@ -31,7 +31,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_put_load_and_notify(store: Store):
     changes: list[Change] = []
     store.watch(changes.append)
-    entity = EntityRecord("Orders/In", False, "meta", EntityStatus.SEND_DISABLED, 1.0, 2.0)
+    entity = EntityRecord("Orders/In", False, "meta", EntityStatus.SEND_DISABLED, 1.0, 2.0, inspect=True)
     rule = RuleRecord("Orders/In", RULE, 3.0, 4.0)
     await store.put_entity(entity)
     await store.put_rule(rule)
@@ -83,6 +83,26 @@ async def test_sqlite_survives_reopen_and_is_private(tmp_path: Path):
     await second.close()
     assert snapshot.entities == (EntityRecord("kept", created_at=5.0, updated_at=6.0),)
     assert snapshot.rules[0].rule == RULE
+
+
+async def test_sqlite_opens_a_database_made_before_inspect_existed(tmp_path: Path):
+    """A hyco.db written by an earlier version (no ``inspect`` column) opens, keeps its entities (not
+    inspected), and takes the new column."""
+    path = tmp_path / "hyco.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE entities (key TEXT PRIMARY KEY, path TEXT NOT NULL, requires_client_authorization "
+        "INTEGER NOT NULL, user_metadata TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, "
+        "updated_at REAL NOT NULL);"
+        "INSERT INTO entities VALUES ('old', 'Old', 1, 'm', 'Active', 1.0, 2.0);"
+    )
+    old.commit()
+    old.close()
+    store = SqliteStore(path)
+    assert (await store.load()).entities == (EntityRecord("Old", True, "m", EntityStatus.ACTIVE, 1.0, 2.0),)
+    await store.put_entity(EntityRecord("new", inspect=True))
+    assert [e.inspect for e in (await store.load()).entities] == [True, False]
+    await store.close()
 
 
 def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path):
@@ -175,3 +195,62 @@ def test_entity_status_and_metadata_keys():
     assert hc.status.admits_listeners and not hc.status.admits_senders
     with pytest.raises(InvalidConfig, match="status must be one of Active"):
         parse_config({"hybrid_connections": [{"path": "a", "status": "Paused"}]})
+
+
+# --- SQLite writes run off the event loop ------------------------------------------------------------
+
+
+async def test_concurrent_writes_commit_and_notify_in_call_order(tmp_path: Path):
+    """Writes made at once commit one at a time in call order, and are reported in that order: the last
+    change reported is what the database holds."""
+    store = SqliteStore(tmp_path / "hyco.db")
+    changes: list[Change] = []
+    store.watch(changes.append)
+    await asyncio.gather(*(store.put_entity(EntityRecord("e", user_metadata=str(i))) for i in range(20)))
+    await store.put_rule(RuleRecord("e", RULE))
+    assert await store.delete_entity("E") is True
+    assert [c.record.user_metadata for c in changes[:20]] == [str(i) for i in range(20)]  # type: ignore[union-attr]
+    assert changes[20:] == [Change("e", "sender", RuleRecord("e", RULE)), Change("e", None, None)]
+    assert await store.load() == Snapshot()
+    await store.close()
+
+
+async def test_a_write_waiting_for_the_database_lock_does_not_stop_the_relay(relay_factory, tmp_path: Path):
+    """Another connection holds SQLite's write lock (as a backup or an operator's sqlite3 shell would): a
+    management write waits for it on the store's thread while the relay keeps relaying and answering; when
+    the lock is released the write completes and takes effect."""
+    from hyco import HybridConnectionListener, RelayedHttpRequest, RelayedHttpResponse, TokenProvider
+    from hyco.server import ServerConfig
+    from tests.management.conftest import Api
+    from tests.server.wire import recording_session
+
+    relay = await relay_factory(server=ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path))
+    holder = sqlite3.connect(tmp_path / "hyco.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # SQLite's write lock, until ROLLBACK below
+
+    async def answer(request: RelayedHttpRequest) -> RelayedHttpResponse:
+        return RelayedHttpResponse(200, "served")
+
+    async with (
+        recording_session() as session,
+        HybridConnectionListener(
+            f"{relay.url}/open", TokenProvider.from_shared_access_key(KEY_NAME, KEY), request_handler=answer
+        ),
+    ):
+        write = asyncio.ensure_future(
+            relay.namespace.store.put_entity(EntityRecord("held", user_metadata="m"))
+        )
+        await asyncio.sleep(0)  # one turn: the write has started (a write on the loop would end in it)
+        async with session.get(f"{relay.http_url}/open/x") as resp:
+            assert (resp.status, await resp.text()) == (200, "served")
+        api = Api(session, relay)
+        status, listed = await api.call("GET", "hybridConnections")
+        assert status == 200
+        assert "held" not in [hc["name"] for hc in listed["value"]]
+        assert not write.done()  # still waiting for the lock, off the loop
+
+        holder.execute("ROLLBACK")
+        await asyncio.wait_for(write, TIMEOUT)
+        status, shown = await api.call("GET", "hybridConnections/held")
+        assert (status, shown["properties"]["userMetadata"]) == (200, "m")
+    holder.close()

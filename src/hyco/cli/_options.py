@@ -173,9 +173,12 @@ class ClientOptions:
             raise click.UsageError(f"-K/--key-name {self.key_name!r} needs a key: add -k/--key (or HYCO_KEY)")
         return None
 
-    def namespace_target(self) -> tuple[str, str, TokenProvider]:
+    def namespace_target(self, *, whole_namespace: bool = False) -> tuple[str, str, TokenProvider]:
         """For management calls: the relay's HTTP base URL, the token audience (the namespace, or the
         connection string's entity when ``-a`` does not override it) and the token provider.
+
+        Args:
+            whole_namespace: the audience is the namespace even when the connection string names an entity.
 
         Raises:
             click.UsageError: no relay or no credential given, or an address that is not a relay's.
@@ -194,7 +197,11 @@ class ClientOptions:
                 f"{where!r} is not a relay address: use sb://HOST[:PORT] or ws://HOST:PORT"
             )
         base = f"{'https' if scheme in ('sb', 'wss', 'https') else 'http'}://{parts.netloc}"
-        scope = cs.entity_path if cs is not None and cs.entity_path and not self.address else ""
+        scope = (
+            cs.entity_path
+            if cs is not None and cs.entity_path and not (self.address or whole_namespace)
+            else ""
+        )
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         provider = self._token_provider(cs)
         if provider is None:

@@ -20,6 +20,7 @@ COLUMNS = (
     Column("ClientAuth", lambda h: h["properties"].get("requiresClientAuthorization")),
     Column("UpdatedAt", lambda h: h["properties"].get("updatedAt", "")[:19].replace("T", " ")),
     Column("UserMetadata", lambda h: h["properties"].get("userMetadata")),
+    Column("Inspect", lambda h: h["properties"].get("inspect")),
 )
 
 
@@ -40,7 +41,9 @@ def _path(name: str) -> str:
     return f"hybridConnections/{quote(name, safe='/')}"
 
 
-def _properties(requires: str | None, metadata: str | None, status: str | None) -> dict[str, Any]:
+def _properties(
+    requires: str | None, metadata: str | None, status: str | None, inspect: str | None
+) -> dict[str, Any]:
     props: dict[str, Any] = {}
     if requires is not None:
         props["requiresClientAuthorization"] = requires == "true"
@@ -48,6 +51,8 @@ def _properties(requires: str | None, metadata: str | None, status: str | None) 
         props["userMetadata"] = metadata
     if status is not None:
         props["status"] = status
+    if inspect is not None:
+        props["inspect"] = inspect == "true"
     return props
 
 
@@ -58,6 +63,11 @@ def _put(ctx: click.Context, name: str, properties: dict[str, Any], *, must_exis
 
 
 def _put_options(func: Any) -> Any:
+    func = click.option(
+        "--inspect",
+        type=click.Choice(["true", "false"]),
+        help="Record its relayed HTTP requests for the dashboard's inspector (hyco's own) [false].",
+    )(func)
     func = click.option("--status", type=click.Choice(STATUSES), help="Admit listeners and senders or not.")(
         func
     )
@@ -77,10 +87,15 @@ def _put_options(func: Any) -> Any:
 @_put_options
 @click.pass_context
 def create(
-    ctx: click.Context, name: str, requires: str | None, user_metadata: str | None, status: str | None
+    ctx: click.Context,
+    name: str,
+    requires: str | None,
+    user_metadata: str | None,
+    status: str | None,
+    inspect: str | None,
 ) -> None:
     """Create a hybrid connection (kept across restarts)."""
-    _put(ctx, name, _properties(requires, user_metadata, status), must_exist=False)
+    _put(ctx, name, _properties(requires, user_metadata, status, inspect), must_exist=False)
 
 
 @command.command(name="update")
@@ -88,10 +103,15 @@ def create(
 @_put_options
 @click.pass_context
 def update(
-    ctx: click.Context, name: str, requires: str | None, user_metadata: str | None, status: str | None
+    ctx: click.Context,
+    name: str,
+    requires: str | None,
+    user_metadata: str | None,
+    status: str | None,
+    inspect: str | None,
 ) -> None:
     """Change a hybrid connection's settings (what is not given stays)."""
-    _put(ctx, name, _properties(requires, user_metadata, status), must_exist=True)
+    _put(ctx, name, _properties(requires, user_metadata, status, inspect), must_exist=True)
 
 
 @command.command(name="show")

@@ -181,6 +181,15 @@ class HybridConnectionStream:
         """Close both directions (waits briefly for the peer's Close)."""
         _run(self._stream.close())
 
+    def abort(self, code: int | None = 1011, reason: str = "aborted") -> None:
+        """Close at once with an error ``code``, without waiting for the peer (like a TCP reset).
+
+        With ``code=None`` no Close is sent: the TCP connection is dropped as if this process had died, and
+        the relay tells the peer with 1011. Idempotent; never raises. See the asyncio
+        :meth:`hyco.HybridConnectionStream.abort`.
+        """
+        _run(self._stream.abort(code, reason))
+
     def __iter__(self) -> Iterator[str | bytes]:
         while (message := self.receive()) is not None:
             yield message

@@ -92,6 +92,8 @@ class ControlChannel:
         self._send_lock = asyncio.Lock()
         self._hang_up: asyncio.Timeout | None = None  # run()'s deadline, set once a Close went out
         self.close_reason = ""
+        #: When the listener came online (seconds since the epoch): the channel is made once it is upgraded.
+        self.online_since = clock.time()
 
     @property
     def listener_id(self) -> str:

@@ -51,6 +51,8 @@ class ConnectedListener:
     token_expiry: float
     #: Numbers this node's control channels in the order they opened (a reconnect gets a new one).
     channel_number: int
+    #: When its control channel opened (seconds since the epoch).
+    online_since: float
 
 
 class ListenerHub:
@@ -97,7 +99,7 @@ class ListenerHub:
     def connected(self) -> list[ConnectedListener]:
         """Every listener whose control channel is open."""
         return [
-            ConnectedListener(path, ch.listener_id, remote, ch.token_expiry, number)
+            ConnectedListener(path, ch.listener_id, remote, ch.token_expiry, number, ch.online_since)
             for ch, (path, remote, number) in self._channels.items()
         ]
 

@@ -6,8 +6,9 @@ Resources and their JSON bodies follow ARM's ``Microsoft.Relay`` shapes: hybrid 
 (``/$management/authorizationRules[/{rule}]``), with ``POST .../listKeys`` and ``.../regenerateKeys``.
 Every call needs a SAS token with **Manage** rights in ``Authorization`` or ``ServiceBusAuthorization``; its
 audience is the namespace, or the hybrid connection itself for that entity's own objects. ``api-version`` is
-accepted and ignored. Errors use ARM's shape, ``{"error": {"code": ..., "message": ...}}``, and change
-nothing.
+accepted and ignored. One property is hyco's own, as Azure has no inspector: ``inspect`` on a hybrid
+connection (the HTTP inspector records its relayed requests). Errors use ARM's shape,
+``{"error": {"code": ..., "message": ...}}``, and change nothing.
 
 Writes go to the :class:`~hyco.server.store.base.Store`; the relay's view follows from the store's change
 notification, so a rotated key is refused from the moment ``regenerateKeys`` returns. Entities and rules
@@ -175,6 +176,13 @@ def _properties(body: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if k in allowed}
 
 
+def _flag(props: dict[str, Any], name: str) -> bool:
+    value = props[name]
+    if not isinstance(value, bool):
+        raise ManagementError(400, "BadRequest", f"'{name}' must be true or false.")
+    return value
+
+
 def _rights(value: Any) -> frozenset[Right]:
     names = {r.value for r in Right}
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v in names for v in value):
@@ -272,22 +280,25 @@ class ManagementApi:
         self._authorize(request, token, "")
 
     def status(self) -> dict[str, Any]:
-        """The ``hyco status`` body: live totals, and per hybrid connection its listeners and traffic."""
+        """The ``hyco status`` body: live totals; per hybrid connection its listeners and traffic (bytes
+        include the running connections'); and each relayed WebSocket connection now spliced."""
         rows = []
         for hc in sorted(self._registry.all(), key=lambda h: h.path.lower()):
             totals = self._metrics.totals.get(hc.path)
+            bytes_in, bytes_out = self._metrics.bytes_moved(hc.path)
             rows.append(
                 {
                     "name": hc.path,
                     "status": hc.config.status.value,
                     "listeners": len(hc.listeners),
                     "activeConnections": totals.active_connections if totals else 0,
-                    "bytesIn": totals.bytes_in if totals else 0,
-                    "bytesOut": totals.bytes_out if totals else 0,
+                    "bytesIn": bytes_in,
+                    "bytesOut": bytes_out,
                     "httpRequests": totals.http_requests if totals else 0,
                 }
             )
-        return {"totals": self._health(), "hybridConnections": rows}
+        connections = [c.json() for c in self._metrics.live]
+        return {"totals": self._health(), "hybridConnections": rows, "connections": connections}
 
     @staticmethod
     def _token(request: web.Request) -> str | None:
@@ -412,6 +423,8 @@ class ManagementApi:
                 "requiresClientAuthorization": hc.config.requires_client_authorization,
                 "userMetadata": hc.config.user_metadata,
                 "status": hc.config.status.value,
+                # hyco's own (Azure has no inspector): record relayed HTTP requests (docs/operations.md).
+                "inspect": hc.config.inspect,
             },
         }
 
@@ -421,17 +434,15 @@ class ManagementApi:
         return (record.created_at, record.updated_at) if record else (self._started, self._started)
 
     async def _put_entity(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        props = _properties(body, {"requiresClientAuthorization", "userMetadata", "status"})
+        props = _properties(body, {"requiresClientAuthorization", "userMetadata", "status", "inspect"})
         if self._namespace.from_config(path):
             raise _read_only(f"The hybrid connection '{path}'")
         now = self._clock()
         record = self._namespace.record(path) or EntityRecord(path=path, created_at=now)
         if "requiresClientAuthorization" in props:
-            if not isinstance(props["requiresClientAuthorization"], bool):
-                raise ManagementError(
-                    400, "BadRequest", "'requiresClientAuthorization' must be true or false."
-                )
-            record = replace(record, requires_client_authorization=props["requiresClientAuthorization"])
+            record = replace(
+                record, requires_client_authorization=_flag(props, "requiresClientAuthorization")
+            )
         if "userMetadata" in props:
             metadata = props["userMetadata"]
             if not isinstance(metadata, str) or len(metadata) > _MAX_METADATA:
@@ -439,6 +450,8 @@ class ManagementApi:
                     400, "BadRequest", f"'userMetadata' must be text of at most {_MAX_METADATA} characters."
                 )
             record = replace(record, user_metadata=metadata)
+        if "inspect" in props:
+            record = replace(record, inspect=_flag(props, "inspect"))
         if "status" in props:
             try:
                 record = replace(record, status=EntityStatus(props["status"]))

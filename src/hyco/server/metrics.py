@@ -9,6 +9,10 @@ The front door reports how each request ended (:meth:`RelayMetrics.listener_ende
 opened (:meth:`RelayMetrics.listener_online`) and the stream forwarder each splice
 (:meth:`RelayMetrics.splice_started`, :meth:`RelayMetrics.splice_ended`), so successes count at once; listener
 counts are read from the registry at scrape time, so they are never out of step.
+
+The running splices are kept as :class:`LiveConnection` objects (:attr:`RelayMetrics.live`) that read their
+splice's running byte counts, so ``hyco status`` and the dashboard show bytes as they move, not only when a
+connection ends.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hyco.server.registry import HybridConnection
+from hyco.server.splice import SpliceResult
 
-__all__ = ["CONTENT_TYPE", "EntityTotals", "RelayMetrics", "result_of"]
+__all__ = ["CONTENT_TYPE", "EntityTotals", "LiveConnection", "RelayMetrics", "result_of"]
 
 #: The Prometheus text format's content type (version 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -52,6 +57,46 @@ class EntityTotals:
     bytes_in: int = 0
     bytes_out: int = 0
     http_requests: int = 0
+
+
+@dataclass(eq=False)
+class LiveConnection:
+    """A relayed WebSocket connection now spliced, as ``hyco status`` and the dashboard show it.
+
+    Attributes:
+        entity: the hybrid connection's path.
+        tracking_id: the connection's tracking id (as in the relay's log lines).
+        remote: the sender's address.
+        since: when it was spliced (seconds since the epoch).
+        counts: the splice's running counts (the splice updates them as messages move).
+    """
+
+    entity: str
+    tracking_id: str
+    remote: str
+    since: float
+    counts: SpliceResult
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes moved so far from the sender to the listener."""
+        return self.counts.bytes_a_to_b
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes moved so far from the listener to the sender."""
+        return self.counts.bytes_b_to_a
+
+    def json(self) -> dict[str, object]:
+        """The connection in ``/$management/status``."""
+        return {
+            "entity": self.entity,
+            "trackingId": self.tracking_id,
+            "remote": self.remote,
+            "since": self.since,
+            "bytesIn": self.bytes_in,
+            "bytesOut": self.bytes_out,
+        }
 
 
 class _ListenerGauge(Collector):
@@ -129,6 +174,8 @@ class RelayMetrics:
         build.labels(_hyco_version(), platform.python_version()).set(1)
         r.register(_ListenerGauge(entities))
         self.totals: dict[str, EntityTotals] = {}
+        #: The relayed WebSocket connections now spliced, oldest first.
+        self.live: dict[LiveConnection, None] = {}
 
     def text(self) -> bytes:
         """The ``/$metrics`` body."""
@@ -160,15 +207,19 @@ class RelayMetrics:
         else:
             self._sender_connections.labels(entity, result_of(status)).inc()
 
-    def splice_started(self, entity: str, waited: float) -> None:
+    def splice_started(self, connection: LiveConnection, waited: float) -> None:
         """A sender and a listener were spliced ``waited`` seconds after the sender arrived."""
+        entity = connection.entity
         self._sender_connections.labels(entity, "success").inc()
         self._active_connections.labels(entity).inc()
         self._rendezvous_duration.labels(entity).observe(waited)
         self._totals(entity).active_connections += 1
+        self.live[connection] = None
 
-    def splice_ended(self, entity: str, bytes_in: int, bytes_out: int) -> None:
-        """A splice ended having moved ``bytes_in`` (sender to listener) and ``bytes_out``."""
+    def splice_ended(self, connection: LiveConnection) -> None:
+        """A splice ended; its bytes count from now on in the totals."""
+        self.live.pop(connection, None)
+        entity, bytes_in, bytes_out = connection.entity, connection.bytes_in, connection.bytes_out
         self._active_connections.labels(entity).dec()
         self._bytes.labels(entity, "in").inc(bytes_in)
         self._bytes.labels(entity, "out").inc(bytes_out)
@@ -176,6 +227,15 @@ class RelayMetrics:
         totals.active_connections -= 1
         totals.bytes_in += bytes_in
         totals.bytes_out += bytes_out
+
+    def bytes_moved(self, entity: str) -> tuple[int, int]:
+        """Bytes relayed for ``entity`` so far (in, out), the running connections' included."""
+        totals = self.totals.get(entity) or EntityTotals()
+        running = [c for c in self.live if c.entity == entity]
+        return (
+            totals.bytes_in + sum(c.bytes_in for c in running),
+            totals.bytes_out + sum(c.bytes_out for c in running),
+        )
 
     def http_done(self, entity: str, code: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         """A relayed HTTP request ended with ``code`` after ``seconds``."""

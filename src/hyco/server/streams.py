@@ -26,7 +26,7 @@ from hyco.server.answer import HttpAnswer
 from hyco.server.capacity import Capacity
 from hyco.server.config import Limits
 from hyco.server.engine import Handshake
-from hyco.server.metrics import RelayMetrics
+from hyco.server.metrics import LiveConnection, RelayMetrics
 from hyco.server.peer import Peer, PeerGone
 from hyco.server.registry import HybridConnection
 from hyco.server.rendezvous import Arrival, PendingConnection, Rejection, RendezvousTable
@@ -209,23 +209,21 @@ class StreamForwarder:
         )
         task = asyncio.ensure_future(splice.run())
         self._splices[task] = splice
+        connection = LiveConnection(hc.path, tracking_id, remote, time.time(), splice.result)
         if self._metrics is not None:
-            self._metrics.splice_started(hc.path, time.monotonic() - started)
+            self._metrics.splice_started(connection, time.monotonic() - started)
 
         def _done(finished: asyncio.Task[SpliceResult]) -> None:
             self._splices.pop(finished, None)
-            result = None if finished.cancelled() or finished.exception() else finished.result()
             if self._metrics is not None:
-                self._metrics.splice_ended(
-                    hc.path, *((result.bytes_a_to_b, result.bytes_b_to_a) if result else (0, 0))
-                )
+                self._metrics.splice_ended(connection)
             if finished.cancelled():
                 return
             exc = finished.exception()
             if exc is not None:
                 log.error("connection %s on %s failed: %r", tracking_id, hc.path, exc)
                 return
-            assert result is not None
+            result = finished.result()
             how = f"{result.vanished} vanished" if result.vanished else f"closed by {result.first_to_close}"
             log.info(
                 "connection ended: path=%s tracking=%s sent=%d received=%d after %.1f s (%s, code %s)",

@@ -6,7 +6,8 @@ with a Manage key or token and follows the relay live over server-sent events.
   HttpOnly, SameSite=Strict session cookie holding a namespace token (signed here for one hour from a key; a
   given token keeps its own expiry). The key itself is never stored or sent back;
 * ``GET /$dashboard/events``: ``text/event-stream``, one ``snapshot`` event a second (hybrid connections,
-  listeners, live counts, recent inspected requests); an ``expired`` event ends it when the session's token
+  listeners with their time online, relayed connections with their bytes so far, live counts, recent
+  inspected requests); an ``expired`` event ends it when the session's token
   expires. The page's detail view and replay use the inspector API under ``/$management/requests/http`` with
   the same cookie.
 """
@@ -138,6 +139,7 @@ class Dashboard:
                 "remote": listener.remote,
                 "node": self._node,
                 "tokenExpiresAt": listener.token_expiry,
+                "onlineSince": listener.online_since,
             }
             for listener in self._listeners()
         ]

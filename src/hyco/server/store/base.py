@@ -41,6 +41,7 @@ class EntityRecord:
         user_metadata: free text kept for the user.
         status: whether listeners and senders are admitted.
         created_at, updated_at: seconds since the epoch.
+        inspect: the HTTP inspector records its relayed requests (hyco's own setting; Azure has none).
     """
 
     path: str
@@ -49,6 +50,7 @@ class EntityRecord:
     status: EntityStatus = EntityStatus.ACTIVE
     created_at: float = 0.0
     updated_at: float = 0.0
+    inspect: bool = False
 
     @property
     def key(self) -> str:

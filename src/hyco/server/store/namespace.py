@@ -182,4 +182,5 @@ class Namespace:
             authorization_rules=stored_rules,
             user_metadata=record.user_metadata,
             status=record.status,
+            inspect=record.inspect,
         )

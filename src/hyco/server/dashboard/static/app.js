@@ -1,6 +1,7 @@
 // The hyco dashboard: plain JavaScript, no libraries. Data arrives as server-sent events ("snapshot" once a
-// second); the detail view and replay call the inspector API (/$management/requests/http) with the session
-// cookie. Keys never reach this page after login.
+// second: hybrid connections, listeners, relayed connections with their bytes so far, recent requests); the
+// detail view and replay call the inspector API (/$management/requests/http) with the session cookie. Keys
+// never reach this page after login.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -81,6 +82,18 @@ function bytes(n) {
   return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
 }
 
+function clock(seconds) {
+  return new Date(seconds * 1000).toLocaleTimeString();
+}
+
+// How long since `since` (epoch seconds), by the relay's clock (`now`), so a skewed browser clock does not matter.
+function age(since, now) {
+  const s = Math.max(0, Math.floor(now - since));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
 function render(data) {
   const t = data.totals;
   $("totals").textContent = `${t.listeners} listeners, ${t.active_connections} relayed connections, ` +
@@ -90,8 +103,12 @@ function render(data) {
     (h) => bytes(h.bytesIn), (h) => bytes(h.bytesOut), (h) => h.httpRequests,
   ]);
   fill("listeners", data.listeners, [
-    (l) => l.entity, (l) => l.id, (l) => l.remote, (l) => l.node,
-    (l) => new Date(l.tokenExpiresAt * 1000).toLocaleTimeString(),
+    (l) => l.entity, (l) => l.id, (l) => l.remote, (l) => l.node, (l) => clock(l.onlineSince),
+    (l) => age(l.onlineSince, data.time), (l) => clock(l.tokenExpiresAt),
+  ]);
+  fill("connections", data.connections, [
+    (c) => c.entity, (c) => c.trackingId, (c) => c.remote, (c) => clock(c.since),
+    (c) => age(c.since, data.time), (c) => bytes(c.bytesIn), (c) => bytes(c.bytesOut),
   ]);
   fill("requests", data.requests, [
     (r) => new Date(r.start).toLocaleTimeString(), (r) => r.request.method, (r) => r.uri,
