@@ -113,3 +113,31 @@ async def test_a_node_that_joins_later_loads_what_exists(
             status, entity = await api(session, n4).call("GET", f"{HC}/late")
             assert status == 200  # loaded before the node said it was ready
             assert entity["properties"]["userMetadata"] == "m"
+
+
+def test_every_record_field_survives_the_bucket() -> None:
+    import dataclasses
+
+    from hyco.protocol.sas import Right
+    from hyco.server.config import AuthorizationRule, EntityStatus, Secret
+    from hyco.server.routing.shared_store import decode, encode, entity_key, rule_kv_key
+    from hyco.server.store import EntityRecord, RuleRecord
+
+    entity = EntityRecord("a/B.c", False, "meta", EntityStatus.SEND_DISABLED, 1.5, 2.5, inspect=True)
+    assert {f.name for f in dataclasses.fields(EntityRecord)} == {
+        "path",
+        "requires_client_authorization",
+        "user_metadata",
+        "status",
+        "created_at",
+        "updated_at",
+        "inspect",
+    }, "a new EntityRecord field: keep it in the shared store's encode/decode"
+    assert decode(entity_key(entity.path), encode(entity)) == entity
+    rule = RuleRecord(
+        "a/B.c",
+        AuthorizationRule("r", Secret("k1"), frozenset({Right.SEND, Right.LISTEN}), Secret("k2")),
+        3.0,
+        4.0,
+    )
+    assert decode(rule_kv_key(*rule.key), encode(rule)) == rule

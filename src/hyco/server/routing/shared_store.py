@@ -71,6 +71,7 @@ def encode(record: Record) -> bytes:
             "requires_client_authorization": record.requires_client_authorization,
             "user_metadata": record.user_metadata,
             "status": record.status.value,
+            "inspect": record.inspect,
         }
     else:
         rule = record.rule
@@ -101,6 +102,7 @@ def decode(key: str, value: bytes) -> Record:
             str(body["user_metadata"]),
             EntityStatus(body["status"]),
             *stamps,
+            inspect=bool(body.get("inspect", False)),  # absent in entries written before it existed
         )
     if key.startswith("r."):
         secondary = body["secondary_key"]
