@@ -26,6 +26,7 @@ __all__ = [
     "MAX_INLINE_BODY",
     "MAX_INLINE_HEADERS",
     "MAX_STATUS_DESCRIPTION",
+    "UNFORWARDED_HEADERS",
     "Accept",
     "Command",
     "RemoteEndpoint",
@@ -46,6 +47,21 @@ MAX_INLINE_BODY = 65536
 MAX_INLINE_HEADERS = 32 * 1024
 #: Longest status description hyco sends or passes on (characters); longer ones are cut.
 MAX_STATUS_DESCRIPTION = 512
+#: Headers of a relayed HTTP request or response that never travel in ``requestHeaders`` or
+#: ``responseHeaders`` (protocol.md 4.1): the connection-level ones of RFC 9110 7.6.1, and the framing ones,
+#: since every hop frames the body itself (lower case).
+UNFORWARDED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -35,7 +36,7 @@ from aiohttp import web
 
 from hyco.exceptions import ConnectionLost, RelayError, RemoteProtocolError
 from hyco.protocol import messages
-from hyco.protocol.messages import MAX_INLINE_BODY, MAX_INLINE_HEADERS
+from hyco.protocol.messages import MAX_INLINE_BODY, MAX_INLINE_HEADERS, UNFORWARDED_HEADERS
 from hyco.protocol.uri import Action, build_rendezvous_address, query_params, strip_sb_hc_params
 from hyco.server.buffers import UPLOAD_WINDOW, ByteBudget
 from hyco.server.capacity import Capacity
@@ -49,18 +50,11 @@ __all__ = ["Exchange", "HttpForwarder", "ResponseStart"]
 
 log = logging.getLogger("hyco.relay")
 
-#: Connection-level headers never forwarded (RFC 7230 6.1, protocol.md 4.1), plus the token carriers.
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
+#: Request headers never forwarded: the unforwarded ones, the proxy's own, ``Expect`` (the relay answers
+#: 100-continue itself) and the token carrier.
+HOP_BY_HOP = UNFORWARDED_HEADERS | {
     "proxy-authenticate",
     "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
     "expect",
     "servicebusauthorization",
 }
@@ -98,7 +92,7 @@ class Exchange:
             self.response.set_exception(exc)
 
 
-def _join_headers(pairs: list[tuple[str, str]], skip: set[str]) -> dict[str, str]:
+def _join_headers(pairs: list[tuple[str, str]], skip: AbstractSet[str]) -> dict[str, str]:
     # Dictionaries on the wire are flat and repeated headers are comma-joined (protocol.md 2.2).
     headers: dict[str, str] = {}
     for name, value in pairs:

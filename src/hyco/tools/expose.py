@@ -33,6 +33,7 @@ from hyco.client.asgi import ASGIApp, serve
 from hyco.client.http import RelayedHttpRequest, RelayedHttpResponse, RequestHandler
 from hyco.client.listener import HybridConnectionListener
 from hyco.exceptions import InvalidInput
+from hyco.protocol.messages import UNFORWARDED_HEADERS
 
 __all__ = [
     "DEFAULT_LOCAL_TIMEOUT",
@@ -48,21 +49,10 @@ logger = logging.getLogger("hyco.expose")
 #: Seconds to wait for the local server's response headers (the relay gives up after 60 s anyway).
 DEFAULT_LOCAL_TIMEOUT = 55.0
 _CHUNK = 64 * 1024
-#: Never forwarded to the local server (RFC 7230 6.1; aiohttp frames the body itself).
-_REQUEST_SKIP = {
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "expect",
-    "host",
-}
+#: Never forwarded to the local server (aiohttp frames the body and names the host itself).
+_REQUEST_SKIP = UNFORWARDED_HEADERS | {"expect", "host"}
 #: Never sent back to the relay (it frames the body and adds its own).
-_RESPONSE_SKIP = {"connection", "keep-alive", "transfer-encoding", "content-length", "trailer", "upgrade"}
+_RESPONSE_SKIP = UNFORWARDED_HEADERS
 #: A HEAD response has no body to frame: its Content-Length is the size a GET would send, so keep it.
 _HEAD_RESPONSE_SKIP = _RESPONSE_SKIP - {"content-length"}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 from hyco.exceptions import InvalidInput, RelayTimeout
+from hyco.tools.forward._lifecycle import StartsAndCloses
 from hyco.tools.forward.credentials import RelayCredentials
 from hyco.tools.forward.local import LocalForwarder
 from hyco.tools.forward.remote import DEFAULT_TARGET_CONNECT_TIMEOUT, RemoteForwarder
@@ -18,7 +18,7 @@ from hyco.tools.pipe import DEFAULT_CHUNK_SIZE
 __all__ = ["Forwarder"]
 
 
-class Forwarder:
+class Forwarder(StartsAndCloses):
     """Runs many ``-L`` and ``-R`` mappings in one process.
 
     Args:
@@ -133,12 +133,3 @@ class Forwarder:
                     await forwarder.wait_online()
         except TimeoutError:
             raise RelayTimeout(f"the remote mappings were not online within {timeout} s") from None
-
-    async def __aenter__(self) -> Forwarder:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

@@ -14,12 +14,12 @@ import contextlib
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from hyco.client.sender import HybridConnectionClient
 from hyco.client.stream import HybridConnectionStream
 from hyco.exceptions import ConnectionRejected, HycoError
+from hyco.tools.forward._lifecycle import StartsAndCloses
 from hyco.tools.forward._report import log_end, logger, peer_name
 from hyco.tools.forward.credentials import RelayCredentials
 from hyco.tools.forward.sockets import listen_datagrams, listen_stream
@@ -37,7 +37,7 @@ class _UdpSession:
     activity: Activity = field(default_factory=Activity)
 
 
-class LocalForwarder:
+class LocalForwarder(StartsAndCloses):
     """Serves one :class:`LocalForward`: each local connection (or UDP peer) gets its own relayed stream.
 
     Args:
@@ -122,15 +122,6 @@ class LocalForwarder:
                 await self._server.wait_closed()
             self._server = None
         self._udp = None
-
-    async def __aenter__(self) -> LocalForwarder:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     def _track(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)

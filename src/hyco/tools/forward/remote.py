@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from types import TracebackType
 from typing import Any
 
 from hyco.client.listener import AcceptContext, HybridConnectionListener, ListenerState
 from hyco.client.stream import HybridConnectionStream
 from hyco.exceptions import HycoError
 from hyco.protocol.messages import status_description
+from hyco.tools.forward._lifecycle import StartsAndCloses
 from hyco.tools.forward._report import log_end, logger, peer_name
 from hyco.tools.forward.credentials import RelayCredentials
 from hyco.tools.forward.sockets import connect_datagrams, connect_stream
@@ -39,7 +39,7 @@ _TARGET_GRACE = 5.0
 _Target = tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.TimerHandle]
 
 
-class RemoteForwarder:
+class RemoteForwarder(StartsAndCloses):
     """Serves one :class:`RemoteForward`: listens on the hybrid connection, pipes each stream to the target.
 
     Args:
@@ -164,15 +164,6 @@ class RemoteForwarder:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for ident in list(self._targets):
             self._drop_target(ident)
-
-    async def __aenter__(self) -> RemoteForwarder:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def _serve(self) -> None:
         try:
