@@ -141,3 +141,40 @@ def test_every_record_field_survives_the_bucket() -> None:
         4.0,
     )
     assert decode(rule_kv_key(*rule.key), encode(rule)) == rule
+
+
+async def test_every_node_shows_the_clusters_listeners(nodes: list[RelayNode]) -> None:
+    import json
+    import time
+
+    from tests.cluster.harness import tagged_listener
+    from tests.conftest import KEY, KEY_NAME, TIMEOUT
+
+    n1, n2, _ = nodes
+    started = time.time()
+    jar = aiohttp.CookieJar(unsafe=True)  # the dashboard's session cookie, from an IP address
+    async with tagged_listener(f"{n1.url}/echo", "L"), aiohttp.ClientSession(cookie_jar=jar) as session:
+
+        async def counted_on_n2() -> bool:
+            status, entity = await api(session, n2).call("GET", f"{HC}/echo")
+            return status == 200 and entity["properties"]["listenerCount"] == 1
+
+        await wait_until(counted_on_n2, "node 2 never counted the listener on node 1")
+        _, status = await api(session, n2).call("GET", "status")
+        assert next(row for row in status["hybridConnections"] if row["name"] == "echo")["listeners"] == 1
+
+        # The dashboard of node 2 lists it, with the node that holds it, its address and since when.
+        async with session.post(
+            f"{n2.http_url}/$dashboard/login", json={"keyName": KEY_NAME, "key": KEY}
+        ) as r:
+            assert r.status == 200
+        async with session.get(f"{n2.http_url}/$dashboard/events") as events:
+            assert events.status == 200, await events.text()
+            async with asyncio.timeout(TIMEOUT):
+                while not (line := (await events.content.readline()).decode()).startswith("data: "):
+                    assert line, "the event stream ended before its first snapshot"
+        listeners = json.loads(line[len("data: ") :])["listeners"]
+        assert [(item["entity"], item["node"], item["remote"]) for item in listeners] == [
+            ("echo", "n1", "127.0.0.1")
+        ]
+        assert started - 1 <= listeners[0]["onlineSince"] <= time.time()

@@ -140,8 +140,13 @@ class Relay:
             health=self.health,
             metrics_public=config.server.metrics_public,
             own_url=lambda: self.http_url,
+            listener_count=self._cluster.listener_count if self._cluster else lambda hc: len(hc.listeners),
         )
-        dashboard = Dashboard(self.management, self.connected_listeners, socket.gethostname())
+        dashboard = Dashboard(
+            self.management,
+            self.cluster_listeners,
+            self._cluster.node_id if self._cluster else socket.gethostname(),
+        )
         self._front_door = FrontDoor(
             self._registry,
             self._listeners,
@@ -251,6 +256,18 @@ class Relay:
     def connected_listeners(self) -> list[ConnectedListener]:
         """Every listener whose control channel is open on this relay."""
         return self._listeners.connected()
+
+    def cluster_listeners(self) -> list[ConnectedListener]:
+        """This relay's listeners and, on a cluster node, those the other nodes hold (``node`` set; their
+        token expiry and channel number are only known on their own node: 0 here)."""
+        local = self._listeners.connected()
+        if self._cluster is None:
+            return local
+        node = self._cluster.node_id
+        return [dataclasses.replace(listener, node=node) for listener in local] + [
+            ConnectedListener(lease.path, lease.listener_id, lease.remote, 0.0, 0, lease.since, lease.node)
+            for lease in self._cluster.remote_listeners()
+        ]
 
     async def disconnect_listener(self, listener_id: str, code: int = GOING_AWAY, reason: str = "") -> bool:
         """Close the control channel of the listener whose ``sb-hc-id`` GUID is ``listener_id``.

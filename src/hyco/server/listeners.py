@@ -33,11 +33,12 @@ SB_AUTH_HEADER = "ServiceBusAuthorization"
 
 #: Checks a token text for a right on a hybrid connection; raises RelayError (401/403) when it is not good.
 Authorize = Callable[[Handshake, str | None, HybridConnection, Right], SasToken]
-#: Holds a cluster-wide listener slot for (path, listener id) while a channel runs; RelayError refuses.
-Lease = Callable[[str, str], AbstractAsyncContextManager[None]]
+#: Holds a cluster-wide listener slot for (path, listener id, listener's address) while a channel runs;
+#: RelayError refuses.
+Lease = Callable[[str, str, str], AbstractAsyncContextManager[None]]
 
 
-def _no_lease(path: str, listener_id: str) -> AbstractAsyncContextManager[None]:
+def _no_lease(path: str, listener_id: str, remote: str) -> AbstractAsyncContextManager[None]:
     return contextlib.nullcontext()
 
 
@@ -53,6 +54,8 @@ class ConnectedListener:
     channel_number: int
     #: When its control channel opened (seconds since the epoch).
     online_since: float
+    #: The cluster node holding its control channel ("" on a single relay: this one).
+    node: str = ""
 
 
 class ListenerHub:
@@ -128,7 +131,7 @@ class ListenerHub:
         hc.reserve(limits.max_listeners)  # the slot is taken before the first await
         reserved = True
         try:
-            async with self._lease(hc.path, tracking_id.lower()):
+            async with self._lease(hc.path, tracking_id.lower(), handshake.remote):
                 peer = await handshake.accept(
                     "listener",
                     protocol=None,

@@ -44,7 +44,7 @@ from hyco.server.config import AuthorizationRule, EntityStatus, Secret, generate
 from hyco.server.dashboard.inspector import Inspector
 from hyco.server.dashboard.replay import replay
 from hyco.server.metrics import CONTENT_TYPE, RelayMetrics
-from hyco.server.registry import Registry
+from hyco.server.registry import HybridConnection, Registry
 from hyco.server.store import EntityRecord, Namespace, RuleRecord, RuleView
 
 __all__ = [
@@ -230,8 +230,10 @@ class ManagementApi:
         metrics_public: bool = False,
         inspector: Inspector | None = None,
         own_url: Callable[[], str] = lambda: "",
+        listener_count: Callable[[HybridConnection], int] = lambda hc: len(hc.listeners),
     ) -> None:
         self.inspector = inspector or Inspector()
+        self._listener_count = listener_count
         self._own_url = own_url
         self._metrics = metrics
         self._health = health
@@ -290,7 +292,7 @@ class ManagementApi:
                 {
                     "name": hc.path,
                     "status": hc.config.status.value,
-                    "listeners": len(hc.listeners),
+                    "listeners": self._listener_count(hc),
                     "activeConnections": totals.active_connections if totals else 0,
                     "bytesIn": bytes_in,
                     "bytesOut": bytes_out,
@@ -419,7 +421,7 @@ class ManagementApi:
             "properties": {
                 "createdAt": _iso(created),
                 "updatedAt": _iso(updated),
-                "listenerCount": len(hc.listeners),
+                "listenerCount": self._listener_count(hc),
                 "requiresClientAuthorization": hc.config.requires_client_authorization,
                 "userMetadata": hc.config.user_metadata,
                 "status": hc.config.status.value,
@@ -614,7 +616,7 @@ class ManagementApi:
         )
         if hc.config.user_metadata:
             parts.append(f"<UserMetadata>{escape(hc.config.user_metadata)}</UserMetadata>")
-        parts.append(f"<ListenerCount>{len(hc.listeners)}</ListenerCount>")
+        parts.append(f"<ListenerCount>{self._listener_count(hc)}</ListenerCount>")
         entry = (
             '<entry xmlns="http://www.w3.org/2005/Atom">'
             f'<id>{escape(str(request.url))}</id><title type="text">{escape(hc.path)}</title>'

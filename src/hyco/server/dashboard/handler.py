@@ -137,7 +137,7 @@ class Dashboard:
                 "entity": listener.path,
                 "id": listener.listener_id,
                 "remote": listener.remote,
-                "node": self._node,
+                "node": listener.node or self._node,
                 "tokenExpiresAt": listener.token_expiry,
                 "onlineSince": listener.online_since,
             }

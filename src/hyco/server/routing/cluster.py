@@ -232,6 +232,19 @@ class ClusterRouter:
             "listeners_seen": self._directory.listener_count() if self.connected else None,
         }
 
+    def remote_listeners(self) -> list[Lease]:
+        """The listeners other nodes hold, as this node last saw the bucket (none while NATS is away)."""
+        if not self.connected:
+            return []
+        return [lease for lease in self._directory.all_listeners() if lease.node != self.node_id]
+
+    def listener_count(self, hc: HybridConnection) -> int:
+        """``hc``'s listeners in the whole cluster: this node's channels and other nodes' leases."""
+        if not self.connected:
+            return len(hc.listeners)
+        others = sum(1 for lease in self._directory.listeners(hc.path) if lease.node != self.node_id)
+        return len(hc.listeners) + others
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -342,14 +355,15 @@ class ClusterRouter:
     # --- leases --------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def lease(self, path: str, listener_id: str) -> AsyncIterator[None]:
-        """Hold one of ``path``'s cluster-wide listener slots for ``listener_id`` while the block runs.
+    async def lease(self, path: str, listener_id: str, remote: str = "") -> AsyncIterator[None]:
+        """Hold one of ``path``'s cluster-wide listener slots for ``listener_id`` (at ``remote``) while the
+        block runs.
 
         Raises:
             QuotaExceeded: every slot is taken (by listeners on any node).
             ServerBusy: NATS is not reachable, so the slot cannot be taken.
         """
-        key = await self._acquire(path, listener_id)
+        key = await self._acquire(path, listener_id, remote)
         try:
             yield
         finally:
@@ -359,12 +373,12 @@ class ClusterRouter:
                 with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
                     await self._kv.delete(key)
 
-    async def _acquire(self, path: str, listener_id: str) -> str:
+    async def _acquire(self, path: str, listener_id: str, remote: str) -> str:
         if not self.connected or self._kv is None:
             raise ServerBusy(
                 f"{_UNREACHABLE}the listener cannot be registered; it retries, or connect to another node."
             )
-        value = lease_value(self.node_id, listener_id)
+        value = lease_value(self.node_id, listener_id, remote, time.time())
         try:
             for slot in self._directory.free_slots(path, self._max_listeners):
                 key = lease_key(path, slot)

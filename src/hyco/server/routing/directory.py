@@ -27,6 +27,13 @@ def _path_token(path: str) -> str:
     return path.lower().encode().hex()
 
 
+def _path_of(token: str) -> str:
+    try:
+        return bytes.fromhex(token).decode("utf-8", "replace")
+    except ValueError:
+        return ""
+
+
 def lease_key(path: str, slot: int) -> str:
     """The KV key of listener slot ``slot`` of ``path``."""
     return f"l.{_path_token(path)}.{slot}"
@@ -37,9 +44,9 @@ def node_key(node: str) -> str:
     return f"n.{node}"
 
 
-def lease_value(node: str, listener_id: str) -> bytes:
-    """The KV value of a listener lease."""
-    return json.dumps({"node": node, "listener": listener_id}).encode()
+def lease_value(node: str, listener_id: str, remote: str = "", since: float = 0.0) -> bytes:
+    """The KV value of a listener lease: who holds it, and (for operators) from where and since when."""
+    return json.dumps({"node": node, "listener": listener_id, "remote": remote, "since": since}).encode()
 
 
 def node_value(url: str) -> bytes:
@@ -55,6 +62,10 @@ class Lease:
     node: str
     listener_id: str
     expires: float
+    #: The hybrid connection's path (lower case), the listener's address and when it came online.
+    path: str = ""
+    remote: str = ""
+    since: float = 0.0
 
 
 class Directory:
@@ -88,7 +99,15 @@ class Directory:
         elif kind == "l":
             token = rest.rpartition(".")[0]
             if isinstance(data, dict) and isinstance(data.get("node"), str):
-                lease = Lease(key, data["node"], str(data.get("listener", "")).lower(), expires)
+                lease = Lease(
+                    key,
+                    data["node"],
+                    str(data.get("listener", "")).lower(),
+                    expires,
+                    _path_of(token),
+                    str(data.get("remote", "")),
+                    float(data.get("since", 0.0)) if isinstance(data.get("since"), int | float) else 0.0,
+                )
                 self._leases.setdefault(token, {})[key] = lease
             else:
                 self.forget(key)
@@ -116,6 +135,11 @@ class Directory:
         """The live leases of ``path``."""
         now = self._now()
         return [lease for lease in self._leases.get(_path_token(path), {}).values() if lease.expires > now]
+
+    def all_listeners(self) -> list[Lease]:
+        """Every live lease, of every path."""
+        now = self._now()
+        return [lease for leases in self._leases.values() for lease in leases.values() if lease.expires > now]
 
     def free_slots(self, path: str, limit: int) -> list[int]:
         """Slot numbers below ``limit`` that no live lease holds (the bucket has the final word)."""
