@@ -206,7 +206,9 @@ def against_haproxy(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
     up, down, p50 = vs("1-up"), vs("1-down"), vs("2-p50")
     if up is not None and down is not None:
-        out.append(_target("1 stream", ">= 1.0 x haproxy", f"up {up:.2f}x, down {down:.2f}x", min(up, down) >= 1))
+        out.append(
+            _target("1 stream", ">= 1.0 x haproxy", f"up {up:.2f}x, down {down:.2f}x", min(up, down) >= 1)
+        )
     if p50 is not None:
         out.append(_target("2 round trip", "p50 <= 1.0 x haproxy's", f"{p50:.2f}x", p50 <= 1))
     rate, cpu = vs("3-rate-1"), by.get("3-cpu", {}).get("median", {}).get("hyco")

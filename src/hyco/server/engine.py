@@ -4,7 +4,8 @@ Everything above this module talks to small seams instead:
 
 * :class:`Handshake`: a WebSocket upgrade request on its way in. The front door reads what it needs from it
   (path, query, headers, the client's address) and a handler completes it with :meth:`Handshake.accept`
-  (a message-level :class:`~hyco.server.peer.Peer`, used by control channels and splices) or
+  (a message-level :class:`~hyco.server.peer.Peer`, used by control channels),
+  :meth:`Handshake.accept_spliced` (a :class:`FramePeer`, the lean frame-forwarding socket of a splice) or
   :meth:`Handshake.accept_frames` (a :class:`FrameTransport` for the frame-streaming socket of HTTP request
   rendezvous, ``hyco.server.streamws``).
 * :class:`ConnectionGate`: counts connections per client address as the kernel hands them over, and refuses
@@ -28,10 +29,12 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 
 from hyco._wsmask import apply_mask
 from hyco.exceptions import ConnectionLost, RelayError
+from hyco.server.framepeer import FramePeer
 from hyco.server.peer import Message, MessageKind, PeerGone
 
 __all__ = [
     "ConnectionGate",
+    "FramePeer",
     "FrameSink",
     "FrameTransport",
     "Handshake",
@@ -262,6 +265,29 @@ class Handshake:
         )
         await self._prepare(ws)
         return WebSocketPeer(name, ws, self._request)
+
+    async def accept_spliced(
+        self,
+        name: str,
+        *,
+        protocol: str | None,
+        max_message_size: int,
+        heartbeat: float | None = None,
+    ) -> FramePeer:
+        """Complete the upgrade and hand the connection to a lean frame-forwarding :class:`FramePeer`.
+
+        aiohttp writes the 101 response; then the transport's protocol becomes the FramePeer, which moves
+        frames itself once a splice links it to its partner (``hyco.server.framepeer``). aiohttp's protocol
+        still hears of the connection's loss, so the server's connection accounting is unchanged.
+
+        Raises:
+            ConnectionLost: the client went away during the handshake.
+        """
+        peer = FramePeer(name, max_message_size, heartbeat)
+        ws = _FrameResponse(peer, protocols=(protocol,) if protocol else (), autoclose=False, compress=False)
+        await self._prepare(ws)
+        peer.attach(self._request.transport, self._request.protocol)
+        return peer
 
     async def accept_frames(self, sink: FrameSink) -> FrameTransport:
         """Complete the upgrade; from then on the socket's bytes go to ``sink``.

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["Message", "MessageKind", "Peer", "PeerGone"]
+__all__ = ["LinkablePeer", "Message", "MessageKind", "Peer", "PeerGone"]
 
 
 class MessageKind(enum.Enum):
@@ -56,4 +56,23 @@ class Peer(Protocol):
 
     def abort(self) -> None:
         """Drop the transport. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class LinkablePeer(Peer, Protocol):
+    """A Peer that moves data frames to a linked Peer by itself, below the seam (the engine's fast path).
+
+    Once :meth:`link` is called, data frames go straight to ``other`` as they arrive (fragments as fragments,
+    with backpressure: reading pauses while ``other``'s send buffer is full), and :meth:`receive` returns only
+    CLOSE or GONE. Data for a peer that was sent a Close, or that vanished, is dropped.
+    """
+
+    def link(self, other: LinkablePeer) -> None:
+        """Forward data frames to ``other`` from now on (frames that arrived before are forwarded first)."""
+        ...
+
+    @property
+    def forwarded(self) -> tuple[int, int]:
+        """Payload bytes and whole messages moved to the linked peer so far."""
         ...

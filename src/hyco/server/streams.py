@@ -143,7 +143,7 @@ class StreamForwarder:
             )
             return HttpAnswer(outcome.status, outcome.description, {"TrackingId": tracking_id})
         try:
-            sender = await handshake.accept(
+            sender = await handshake.accept_spliced(
                 "sender",
                 protocol=outcome.protocol,
                 max_message_size=self._limits.max_message_size,
@@ -269,7 +269,7 @@ class StreamForwarder:
             pending.resolve(Rejection(status, description))
             return HttpAnswer(410, "Gone", text="The rejection was delivered to the sender.")
         protocol = handshake.offered_protocol
-        listener = await handshake.accept(
+        listener = await handshake.accept_spliced(
             "listener",
             protocol=protocol,
             max_message_size=self._limits.max_message_size,
