@@ -47,7 +47,7 @@ def _close_payload(code: int, reason: str) -> bytes:
     return struct.pack("!H", code) + reason.encode()[:123]
 
 
-class FramePeer(asyncio.Protocol):
+class FramePeer(LinkablePeer, asyncio.Protocol):
     """A relayed WebSocket end (the server side of a sender's or listener's socket) behind the Peer seam.
 
     The engine creates it, lets it see any bytes that came with the handshake, and calls :meth:`attach`
