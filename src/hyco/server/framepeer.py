@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 
 from hyco._wsmask import mask_in_place
 from hyco.server.peer import LinkablePeer, Message, MessageKind, PeerGone
@@ -51,8 +52,8 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
     """A relayed WebSocket end (the server side of a sender's or listener's socket) behind the Peer seam.
 
     The engine creates it, lets it see any bytes that came with the handshake, and calls :meth:`attach`
-    with the transport; from then on it is the transport's protocol. ``owner`` (the HTTP server's protocol
-    that served the handshake) is told when the connection is lost, so the server's bookkeeping stays right.
+    with the transport; from then on it is the transport's protocol, and the HTTP server that served the
+    handshake has let go of the connection (it is told through ``on_lost`` when the connection ends).
 
     Args:
         name: the peer's name in splice results ("sender", "listener").
@@ -75,7 +76,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         "_max_message",
         "_message_size",
         "_messages",
-        "_owner",
+        "_on_lost",
         "_partner",
         "_pinged",
         "_timer",
@@ -88,7 +89,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
     def __init__(self, name: str, max_message_size: int, heartbeat: float | None = None) -> None:
         self.name = name
         self._transport: asyncio.Transport | None = None
-        self._owner: asyncio.BaseProtocol | None = None
+        self._on_lost: Callable[[Exception | None], None] | None = None
         self._buf = bytearray()
         self._max_message = max_message_size
         self._message_size = 0
@@ -119,13 +120,18 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         """The connection was lost during the handshake."""
         self._end(_GONE)
 
-    def attach(self, transport: asyncio.Transport | None, owner: asyncio.BaseProtocol) -> None:
-        """Become ``transport``'s protocol (after the 101 response was written) and start the heartbeat."""
+    def attach(
+        self, transport: asyncio.Transport | None, on_lost: Callable[[Exception | None], None] | None
+    ) -> None:
+        """Become ``transport``'s protocol (after the 101 response was written) and start the heartbeat.
+
+        ``on_lost`` is called once when the connection is lost (the server's connection accounting).
+        """
         if transport is None or transport.is_closing():
             self._end(_GONE)
             return
         self._transport = transport
-        self._owner = owner
+        self._on_lost = on_lost
         transport.set_protocol(self)
         if self._heartbeat:
             self._timer = asyncio.get_running_loop().call_later(self._heartbeat, self._beat)
@@ -168,9 +174,9 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         partner = self._partner
         if partner is not None and self._write_paused:
             partner._resume_reading()  # its data is dropped now; it must still read its Close
-        if self._owner is not None:
-            self._owner.connection_lost(exc)
-            self._owner = None
+        on_lost, self._on_lost = self._on_lost, None
+        if on_lost is not None:
+            on_lost(exc)
 
     def pause_writing(self) -> None:
         """Our send buffer is full: the partner stops reading (its data would pile up here)."""
