@@ -98,3 +98,18 @@ async def test_an_invalid_close_code_is_a_protocol_error_1002(relay: Relay, sess
     assert (closing.opcode, parse_close(closing.payload)[0]) == (Opcode.CLOSE, 1011)
     sender.close()
     rendezvous.close()
+
+
+async def test_a_large_frame_arriving_in_pieces_crosses_whole_and_byte_exact(relay: Relay, session):
+    sender, rendezvous = await raw_pair(session, relay)
+    payload = bytes(i * 7 % 251 for i in range(300_000))
+    frame = encode_frame(Opcode.BINARY, payload, mask=b"\x01\x02\x03\x04") + encode_frame(
+        Opcode.TEXT, b"next", mask=b"wxyz"
+    )
+    for start in range(0, len(frame), 70_001):  # pieces that split the large payload
+        sender.writer.write(frame[start : start + 70_001])
+        await sender.writer.drain()
+    assert await next_frame(rendezvous) == Frame(Opcode.BINARY, payload)
+    assert await next_frame(rendezvous) == Frame(Opcode.TEXT, b"next")
+    sender.close()
+    rendezvous.close()

@@ -32,6 +32,8 @@ _PROTOCOL_ERROR, _INVALID_TEXT, _MESSAGE_TOO_BIG = 1002, 1007, 1009
 _VALID_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 #: Bytes of frames that arrived before the splice linked the peers, buffered before reading pauses.
 EARLY_LIMIT = 256 * 1024
+#: Payload size from which an incomplete frame gets a buffer of its own instead of waiting in the read buffer.
+LARGE_FRAME = 16 * 1024
 _GONE = Message(MessageKind.GONE)
 
 
@@ -73,6 +75,10 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         "_early_size",
         "_ending",
         "_heartbeat",
+        "_large",
+        "_large_filled",
+        "_large_first",
+        "_large_key",
         "_max_message",
         "_message_size",
         "_messages",
@@ -106,6 +112,10 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         self._bytes = 0
         self._messages = 0
         self._heartbeat = heartbeat
+        self._large: bytearray | None = None  # the payload of a large frame still arriving
+        self._large_filled = 0
+        self._large_first = 0
+        self._large_key: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._pinged = False
@@ -148,16 +158,22 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         if self._transport is None:  # still in the handshake: nothing may be written before the 101
             self._buf += data
             return
+        offset = 0
+        if self._large is not None:
+            offset = self._fill(data)
+            if self._large is not None or offset == len(data) or self._done:
+                return
         if self._buf:
-            self._buf += data
+            self._buf += memoryview(data)[offset:] if offset else data
             view: bytes | bytearray = self._buf
+            offset = 0
         else:
             view = data
-        used = self._parse(view)
+        used = self._parse(view, offset)
         if view is self._buf:
             del self._buf[:used]
         elif used < len(view):
-            self._buf = bytearray(view[used:])
+            self._buf = bytearray(memoryview(view)[used:])
 
     def eof_received(self) -> bool | None:
         """The peer shut down its sending side: let the transport close (a WebSocket ends with a Close)."""
@@ -302,12 +318,14 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
             self._awaiting_pong = self._pinged = True
         self._timer = loop.call_later(self._heartbeat / 2, self._beat)
 
-    def _parse(self, view: bytes | bytearray) -> int:
-        """Handle every complete frame in ``view``; returns the bytes used."""
-        pos, size = 0, len(view)
+    def _parse(self, view: bytes | bytearray, pos: int) -> int:
+        """Handle every complete frame in ``view`` from ``pos``; returns the offset up to which it was used.
+
+        A large data frame whose payload is still incomplete is copied into a buffer of its own size
+        (``_large``), filled by :meth:`_fill` as the rest arrives: each byte is copied once.
+        """
+        size = len(view)
         out: list[bytes | bytearray] = []
-        moved = messages = 0
-        partner = self._partner
         while size - pos >= 2:
             first, second = view[pos], view[pos + 1]
             length = second & 0x7F
@@ -345,6 +363,12 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
                 break
             end = head + length
             if size < end:
+                if length >= LARGE_FRAME:  # only data frames are this large
+                    large = bytearray(length)
+                    large[: size - head] = memoryview(view)[head:size]
+                    self._large, self._large_filled = large, size - head
+                    self._large_first, self._large_key = first, key
+                    pos = size
                 break
             pos = end
             self._awaiting_pong = False
@@ -356,29 +380,55 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
             else:
                 payload = view[head:end]
             if opcode < _CLOSE:
-                self._continuing = not fin
-                self._message_size = 0 if fin else self._message_size + length
-                if partner is None:
-                    self._early += (frame_header(first, length), payload)
-                    self._early_size += length + 16
-                    if self._early_size > EARLY_LIMIT:
-                        self._pause_reading()
-                elif not partner._close_sent:
-                    out += (frame_header(first, length), payload)
-                    moved += length
-                    if fin:
-                        messages += 1
+                self._data_frame(first, payload, out)
             elif opcode == _PING:
                 if self._writable():
                     self._write_frame(_PONG, bytes(payload))
             elif opcode == _CLOSE:
                 self._received_close(bytes(payload))
                 break
+        self._flush(out)
+        return pos
+
+    def _fill(self, data: bytes) -> int:
+        """Copy the next part of a large frame's payload from ``data``; returns the bytes of ``data`` used."""
+        large = self._large
+        assert large is not None
+        filled = self._large_filled
+        used = min(len(large) - filled, len(data))
+        large[filled : filled + used] = memoryview(data)[:used]
+        self._large_filled = filled + used
+        if self._large_filled == len(large):
+            self._large = None
+            self._awaiting_pong = False
+            if self._large_key is not None:
+                mask_in_place(self._large_key, large)
+            out: list[bytes | bytearray] = []
+            self._data_frame(self._large_first, large, out)
+            self._flush(out)
+        return used
+
+    def _data_frame(self, first: int, payload: bytes | bytearray, out: list[bytes | bytearray]) -> None:
+        """A complete data frame: queue it for the partner (or keep it until the splice links us)."""
+        length, fin = len(payload), first & _FIN
+        self._continuing = not fin
+        self._message_size = 0 if fin else self._message_size + length
+        partner = self._partner
+        if partner is None:
+            self._early += (frame_header(first, length), payload)
+            self._early_size += length + 16
+            if self._early_size > EARLY_LIMIT:
+                self._pause_reading()
+        elif not partner._close_sent and partner._writable():
+            out += (frame_header(first, length), payload)
+            self._bytes += length
+            if fin:
+                self._messages += 1
+
+    def _flush(self, out: list[bytes | bytearray]) -> None:
+        partner = self._partner
         if out and partner is not None and partner._writable():
             partner._transport.writelines(out)  # type: ignore[union-attr]
-            self._bytes += moved
-            self._messages += messages
-        return pos
 
     def _received_close(self, payload: bytes) -> None:
         if not payload:
