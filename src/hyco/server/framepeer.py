@@ -223,7 +223,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
 
     @property
     def forwarded(self) -> tuple[int, int]:
-        """Payload bytes and whole messages moved to the partner."""
+        """Payload bytes and whole messages moved (or, before the link, kept) for the partner."""
         return self._bytes, self._messages
 
     async def receive(self) -> Message:
@@ -421,9 +421,11 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
                 self._pause_reading()
         elif not partner._close_sent and partner._writable():
             out += (frame_header(first, length), payload)
-            self._bytes += length
-            if fin:
-                self._messages += 1
+        else:
+            return  # dropped: nobody may receive it any more
+        self._bytes += length
+        if fin:
+            self._messages += 1
 
     def _flush(self, out: list[bytes | bytearray]) -> None:
         partner = self._partner
