@@ -83,9 +83,10 @@ class Env:
     async def relay(self) -> Child:
         cfg = self.options.workdir / "relay.toml"
         cfg.write_text(relay_config_text())
-        return await self._track(
-            await spawn("relay", ["relay", "--loop", self.options.loop, "--config", str(cfg)])
-        )
+        args = ["relay", "--loop", self.options.loop, "--config", str(cfg)]
+        if level := os.environ.get("HYCO_BENCH_RELAY_LOG"):  # experiments: the cost of the info lines
+            args += ["--log-level", level]
+        return await self._track(await spawn("relay", args))
 
     async def direct(self) -> Child:
         return await self._track(await spawn("direct", ["direct", "--loop", self.options.loop]))

@@ -3,8 +3,8 @@
 Each prints one ``ready ...`` line on stdout once it serves, then runs until SIGTERM or until its stdin
 closes (so nothing outlives the harness).
 
-* ``relay --config FILE``: the hyco relay (``hyco.server.serve``, as ``hyco relay`` runs it), logging at
-  warning level (the per-connection info lines are off).
+* ``relay --config FILE [--log-level LEVEL]``: the hyco relay (``hyco.server.serve``, as ``hyco relay``
+  runs it), logging at warning level (the per-connection info lines are off) unless told otherwise.
 * ``direct``: the baseline, a plain aiohttp server with the WebSocket and HTTP application of the listener.
 * ``listener --relay URL --count N``: N raw control channels (protocol.md 2) on one relay; accepted
   connections run the WebSocket application, relayed HTTP requests are answered inline on the control channel
@@ -149,7 +149,7 @@ async def direct_main(args: argparse.Namespace) -> None:
 async def relay_main(args: argparse.Namespace) -> None:
     from hyco.server import load_config, serve
 
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     async with serve(load_config(Path(args.config))) as relay:
         print(f"ready {relay.url}", flush=True)
         await until_stopped()
@@ -474,6 +474,7 @@ def main() -> None:
     parser.add_argument("kind", choices=["relay", "direct", "listener", "holder", "tcp", "forward"])
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--config")
+    parser.add_argument("--log-level", default="warning", help="the relay's log level")
     parser.add_argument("--relay")
     parser.add_argument("--url")
     parser.add_argument("--count", type=int, default=1)

@@ -193,7 +193,38 @@ def evaluate(metrics: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]
                 min(up, down) >= 0.5,
                 note,
             )
+    out.extend(against_haproxy(by))
     return out
+
+
+def against_haproxy(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The data-plane targets of issue 10, judged against haproxy measured in the same run."""
+    out: list[dict[str, Any]] = []
+
+    def vs(key: str) -> float | None:
+        return by[key].get("hyco_over_haproxy") if key in by else None
+
+    up, down, p50 = vs("1-up"), vs("1-down"), vs("2-p50")
+    if up is not None and down is not None:
+        out.append(
+            _target("1 stream", ">= 1.0 x haproxy", f"up {up:.2f}x, down {down:.2f}x", min(up, down) >= 1)
+        )
+    if p50 is not None:
+        out.append(_target("2 round trip", "p50 <= 1.0 x haproxy's", f"{p50:.2f}x", p50 <= 1))
+    rate, cpu = vs("3-rate-1"), by.get("3-cpu", {}).get("median", {}).get("hyco")
+    if rate is not None and cpu is not None:
+        per_s = by["3-rate-1"]["median"]["hyco"]
+        figure = f"{rate:.2f}x haproxy, {per_s:.0f}/s, {cpu:.2f} ms relay CPU each"
+        met = rate >= 0.75 and per_s >= 1500 and cpu <= 0.4
+        out.append(_target("3 rendezvous", ">= 0.75 x haproxy, >= 1,500/s, <= 0.4 ms CPU", figure, met))
+    per = by.get("4-rss", {}).get("median", {}).get("hyco")
+    if per is not None:
+        out.append(_target("4 memory", "<= 16 KiB per held relayed connection", f"{per:.1f} KiB", per <= 16))
+    return out
+
+
+def _target(scenario: str, target: str, figure: str, met: bool) -> dict[str, Any]:
+    return {"scenario": scenario, "target": target, "figure": figure, "met": met, "note": "issue 10"}
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -314,14 +345,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("\n" + text)
     (out / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (out / "results.txt").write_text(text + "\n")
+    charted = False
     if not args.no_chart:
-        chart(report, out / "chart.png")
+        try:
+            chart(report, out / "chart.png")
+            charted = True
+        except ImportError as exc:  # the figures are written already; a chart library is optional
+            print(f"\nno chart: {exc} (pip install matplotlib)")
     if args.profile:
         for raw in sorted(out.glob("profile-*.txt")):
             if not raw.name.endswith("-summary.txt"):
                 summary = profile.summarize(raw)
                 raw.with_name(raw.stem + "-summary.txt").write_text(summary)
-    print(f"\nwrote {out / 'results.json'}" + ("" if args.no_chart else f" and {out / 'chart.png'}"))
+    print(f"\nwrote {out / 'results.json'}" + (f" and {out / 'chart.png'}" if charted else ""))
     return report
 
 

@@ -58,18 +58,27 @@ async def measure(env: Env) -> list[Metric]:
     haproxy = await env.haproxy(direct)
     up = Metric("1-up", f"1 stream up ({size >> 20} MiB)", "MB/s", "higher")
     down = Metric("1-down", f"1 stream down ({size >> 20} MiB)", "MB/s", "higher")
+    # CPU of the process in the middle (the relay; haproxy) per GB moved, up and down together: the
+    # steadiest figure on a shared machine, where the MB/s depend on what else runs.
+    cpu = Metric("1-cpu", "1 middle's CPU per GB (up + down)", "s/GB", "lower")
+    middle = {"hyco": relay, "haproxy": haproxy}
     async with aiohttp.ClientSession() as session:
         for target, base in env.ws_targets(relay, direct, haproxy).items():
             ws = await env.open_ws(session, target, base)
             await upload(ws, 4 * MSG)  # warm up both directions
             await download(ws, 4 * MSG)
-            relay.mark_cpu()
+            process = middle.get(target)
+            if process is not None:
+                process.mark_cpu()
             async with env.profiled(relay, "s1", enabled=target == "hyco"):
                 t_up = await upload(ws, size)
                 t_down = await download(ws, size)
-            if target == "hyco":
-                up.notes["relay_cpu_share"] = round(relay.cpu_since_mark() / (t_up + t_down), 2)
+            if process is not None:
+                used = process.cpu_since_mark()
+                cpu.values[target] = used / (2 * size / 1e9)
+                if target == "hyco":
+                    up.notes["relay_cpu_share"] = round(used / (t_up + t_down), 2)
             up.values[target] = size / t_up / 1e6
             down.values[target] = size / t_down / 1e6
             await ws.close()
-    return [up, down]
+    return [up, down, cpu]

@@ -39,17 +39,24 @@ async def measure(env: Env) -> list[Metric]:
     p50 = Metric("2-p50", "2 round trip p50", "µs", "lower")
     p99 = Metric("2-p99", "2 round trip p99", "µs", "lower")
     rate = Metric("2-rate", "2 round trips/s", "1/s", "higher")
+    cpu = Metric("2-cpu", "2 middle's CPU per round trip", "µs", "lower")
+    middle = {"hyco": relay, "haproxy": haproxy}
     async with aiohttp.ClientSession() as session:
         for target, base in env.ws_targets(relay, direct, haproxy).items():
             ws = await env.open_ws(session, target, base)
             await echo_loop(ws, 0.2)  # warm up
-            relay.mark_cpu()
+            process = middle.get(target)
+            if process is not None:
+                process.mark_cpu()
             async with env.profiled(relay, "s2", enabled=target == "hyco"):
                 latencies, elapsed = await echo_loop(ws, seconds)
-            if target == "hyco":
-                rate.notes["relay_cpu_share"] = round(relay.cpu_since_mark() / elapsed, 2)
+            if process is not None:
+                used = process.cpu_since_mark()
+                cpu.values[target] = used * 1e6 / len(latencies)
+                if target == "hyco":
+                    rate.notes["relay_cpu_share"] = round(used / elapsed, 2)
             p50.values[target] = percentile(latencies, 50)
             p99.values[target] = percentile(latencies, 99)
             rate.values[target] = len(latencies) / elapsed
             await ws.close()
-    return [p50, p99, rate]
+    return [p50, p99, rate, cpu]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp._websocket.helpers import websocket_mask
 
-__all__ = ["apply_mask"]
+__all__ = ["apply_mask", "mask_in_place"]
 
 
 def apply_mask(key: bytes, payload: bytes) -> bytes:
@@ -13,3 +13,8 @@ def apply_mask(key: bytes, payload: bytes) -> bytes:
     data = bytearray(payload)
     websocket_mask(key, data)
     return bytes(data)
+
+
+def mask_in_place(key: bytes, data: bytearray) -> None:
+    """XOR ``data`` with the 4-byte ``key`` in place (no copy: the relay's splice unmasks its own buffer)."""
+    websocket_mask(key, data)

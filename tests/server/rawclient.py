@@ -23,7 +23,9 @@ class RawStreamClient:
         self.frames: list[Frame] = []
 
     @classmethod
-    async def connect(cls, url: str) -> RawStreamClient:
+    async def connect(cls, url: str, *, headers: str = "", then: bytes = b"") -> RawStreamClient:
+        """Open a WebSocket to ``url``; ``headers`` are extra header lines (each ending CRLF) and ``then`` is
+        written in the same packet as the upgrade request (frames pipelined behind it)."""
         parts = urlsplit(url)
         assert parts.scheme == "ws", "plain ws only"
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
@@ -32,8 +34,10 @@ class RawStreamClient:
         writer.write(
             (
                 f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"{headers}\r\n"
             ).encode()
+            + then
         )
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
@@ -71,6 +75,11 @@ class RawStreamClient:
             await self.writer.drain()
             opcode = Opcode.CONTINUATION
         self.writer.write(encode_frame(opcode, b"", mask=os.urandom(4)))
+        await self.writer.drain()
+
+    async def send_frame(self, opcode: Opcode, payload: bytes = b"", *, fin: bool = True) -> None:
+        """Write one masked frame as given (fragments, control frames, odd sizes)."""
+        self.writer.write(encode_frame(opcode, payload, fin=fin, mask=os.urandom(4)))
         await self.writer.drain()
 
     def close(self) -> None:

@@ -259,3 +259,56 @@ async def test_a_listener_cannot_forge_a_line_with_the_scrubber(relay: Relay, co
     lines = await send_forged_response(relay, collector)  # the relay installed the scrubber when it started
     assert not any(line.startswith(FORGED) for line in lines)
     assert any(line.endswith(f"request r1\\r\\n{FORGED} ignored") for line in lines), lines
+
+
+def _scrub_every_pattern(text: str) -> str:
+    """scrub() without its shortcuts: every pattern, every time (the reference for the test below)."""
+    from hyco.server import logs
+
+    def redact(value: str) -> str:
+        for pattern in logs._SECRETS:
+            value = pattern.sub(lambda m: m.group(1) + REDACTED, value)
+        return value
+
+    return redact(logs._CONTROL.sub(logs._escape_one, redact(text)))
+
+
+_PIECES = [
+    "sig=",
+    "SIG%3D",
+    "Sig%253d",
+    "sb-hc-token=",
+    "SB%2DHC%2DTOKEN%3d",
+    "SharedAccessKey=",
+    "si",
+    "g=",
+    "ServiceBusAuthorization: ",
+    "'Authorization': '",
+    "SharedAccessSignature ",
+    "sr=a&se=1&skn=k",
+    "abc",
+    " ",
+    "&",
+    ";",
+    "\r",
+    "\n",
+    "\x1b",
+    "\x7f",
+    "\u017f",
+    "\u212a",
+    "\u017fig=",
+    "sharedaccess\u212aey=",
+    "é",
+    "path=echo",
+    "'",
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_scrubs_shortcuts_give_what_every_pattern_gives(seed):
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(3000):
+        text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 12)))
+        assert scrub(text) == _scrub_every_pattern(text), repr(text)

@@ -107,6 +107,24 @@ async def test_a_listeners_rendezvous_dial_stops_counting_once_upgraded():
         await asyncio.gather(accepted.close(), sender.close(), listener.ws.close())
 
 
+async def test_a_spliced_sender_counts_until_its_connection_ends():
+    # The engine takes spliced sockets away from the HTTP server; the sender's connection must still count
+    # for its address while it is open, and stop counting when it ends.
+    async with relay(max_connections_per_source=3) as r, aiohttp.ClientSession() as session:
+        listener = await RawListener.open(session, r.url)
+        sender_task = asyncio.ensure_future(send_connect(session, r.url))
+        accepted = await listener.accept()
+        sender = await asyncio.wait_for(sender_task, TIMEOUT)
+        await sender.send_bytes(b"ping")
+        assert (await asyncio.wait_for(accepted.receive(), TIMEOUT)).data == b"ping"
+        writer = await held_connection(r)  # listener + sender + this one: the limit
+        assert (await first_answer(r)).startswith(b"HTTP/1.1 503")
+        await asyncio.gather(accepted.close(), sender.close())
+        await admitted_after_close(r)  # the sender's connection ended: it no longer counts
+        writer.close()
+        await listener.ws.close()
+
+
 async def test_handshakes_and_requests_over_the_rate_get_429_with_retry_after():
     # rate 0.5/s: a burst of one, the next token in two seconds (far longer than the test takes).
     async with relay(handshake_rate_per_source=0.5) as r, recording_session() as session:

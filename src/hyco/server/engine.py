@@ -4,7 +4,8 @@ Everything above this module talks to small seams instead:
 
 * :class:`Handshake`: a WebSocket upgrade request on its way in. The front door reads what it needs from it
   (path, query, headers, the client's address) and a handler completes it with :meth:`Handshake.accept`
-  (a message-level :class:`~hyco.server.peer.Peer`, used by control channels and splices) or
+  (a message-level :class:`~hyco.server.peer.Peer`, used by control channels),
+  :meth:`Handshake.accept_spliced` (a :class:`FramePeer`, the lean frame-forwarding socket of a splice) or
   :meth:`Handshake.accept_frames` (a :class:`FrameTransport` for the frame-streaming socket of HTTP request
   rendezvous, ``hyco.server.streamws``).
 * :class:`ConnectionGate`: counts connections per client address as the kernel hands them over, and refuses
@@ -17,6 +18,9 @@ A faster engine replaces this module (and only this module): the Peer and FrameT
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import json
 import socket
 import struct
@@ -28,10 +32,12 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 
 from hyco._wsmask import apply_mask
 from hyco.exceptions import ConnectionLost, RelayError
+from hyco.server.framepeer import FramePeer
 from hyco.server.peer import Message, MessageKind, PeerGone
 
 __all__ = [
     "ConnectionGate",
+    "FramePeer",
     "FrameSink",
     "FrameTransport",
     "Handshake",
@@ -129,6 +135,79 @@ class _SinkParser:
 
     def feed_eof(self) -> None:
         self._sink.feed_eof()
+
+
+#: Where ConnectionGate.install leaves itself on aiohttp's server, for connections the engine detaches.
+_GATE_ATTRIBUTE = "hyco_connection_gate"
+#: RFC 6455 4.2.2: the GUID appended to the client's key for Sec-WebSocket-Accept.
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def upgrade_response(headers: Mapping[str, str], connection_upgrade: bool, protocol: str | None) -> bytes:
+    """The complete 101 response to a WebSocket upgrade request.
+
+    Makes the checks aiohttp's handshake makes, with its answers: ``Upgrade: websocket``, ``Connection:
+    upgrade`` (``connection_upgrade``, from the HTTP parser), a supported version, a 16-byte key. ``protocol``
+    is echoed when the client offered it.
+
+    Raises:
+        web.HTTPBadRequest: not a valid upgrade (400, as aiohttp answers it).
+    """
+    upgrade = headers.get("Upgrade", "")
+    if upgrade.lower().strip() != "websocket":
+        raise web.HTTPBadRequest(
+            text=f'No WebSocket UPGRADE hdr: {upgrade}\n Can "Upgrade" only to "WebSocket".'
+        )
+    if not connection_upgrade:
+        raise web.HTTPBadRequest(text=f"No CONNECTION upgrade hdr: {headers.get('Connection')}")
+    version = headers.get("Sec-WebSocket-Version", "")
+    if version not in ("13", "8", "7"):
+        raise web.HTTPBadRequest(text=f"Unsupported version: {version}")
+    key = headers.get("Sec-WebSocket-Key")
+    try:
+        if not key or len(base64.b64decode(key)) != 16:
+            raise web.HTTPBadRequest(text=f"Handshake error: {key!r}")
+    except binascii.Error:
+        raise web.HTTPBadRequest(text=f"Handshake error: {key!r}") from None
+    accept = base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest())  # noqa: S324 (RFC 6455)
+    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    chosen = f"Sec-WebSocket-Protocol: {protocol}\r\n".encode() if protocol and protocol in offered else b""
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n" + chosen + b"\r\n"
+    )
+
+
+def _detach(handler: Any, transport: asyncio.Transport) -> Callable[[Exception | None], None]:
+    """Make aiohttp's server forget a connection whose transport now belongs to the engine.
+
+    The server stops tracking the handler (bypassing the ConnectionGate's hook, so the connection stays
+    counted for its source), and the handler loses its transport, so its request loop ends without closing
+    it. Returns what to call when the connection is lost: the gate's uncount, as the hook would have.
+    """
+    server = handler._manager
+    gate: ConnectionGate | None = getattr(server, _GATE_ATTRIBUTE, None)
+    type(server).connection_lost(server, handler, None)
+    handler.transport = None
+
+    def lost(_: Exception | None) -> None:
+        if gate is not None:
+            gate.uncount(transport)
+
+    return lost
+
+
+class _Upgraded(web.StreamResponse):
+    """What the handler returns to aiohttp after the engine wrote the 101 itself: aiohttp writes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(status=101)
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
 
 
 class _FrameResponse(web.WebSocketResponse):
@@ -263,6 +342,42 @@ class Handshake:
         await self._prepare(ws)
         return WebSocketPeer(name, ws, self._request)
 
+    async def accept_spliced(
+        self,
+        name: str,
+        *,
+        protocol: str | None,
+        max_message_size: int,
+        heartbeat: float | None = None,
+    ) -> FramePeer:
+        """Complete the upgrade and hand the connection to a lean frame-forwarding :class:`FramePeer`.
+
+        The engine writes the 101 response itself; then the transport's protocol becomes the FramePeer, which
+        moves frames by itself once a splice links it to its partner (``hyco.server.framepeer``), and aiohttp
+        forgets the connection: the handler may return at once (aiohttp writes nothing more), and the
+        connection stays counted for its source until it is lost.
+
+        Raises:
+            ConnectionLost: the client went away during the handshake.
+            web.HTTPBadRequest: not a valid WebSocket upgrade (aiohttp's 400).
+        """
+        peer = FramePeer(name, max_message_size, heartbeat)
+        request = self._request
+        response = upgrade_response(request.headers, request._message.upgrade, protocol)
+        # One write, no response machinery, and aiohttp lets go of the connection (its request, parser and
+        # tasks are freed when the handler returns: memory per connection is a budget).
+        handler, transport = request.protocol, request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionLost("the client went away during the WebSocket handshake")
+        transport.write(response)
+        handler.set_parser(_SinkParser(peer))  # type: ignore[arg-type]  # bytes that came with the request
+        handler.keep_alive(False)
+        self.response = _Upgraded()
+        if self._on_upgrade is not None:
+            self._on_upgrade()
+        peer.attach(transport, _detach(handler, transport))
+        return peer
+
     async def accept_frames(self, sink: FrameSink) -> FrameTransport:
         """Complete the upgrade; from then on the socket's bytes go to ``sink``.
 
@@ -337,6 +452,7 @@ class ConnectionGate:
         # aiohttp's Server has no public hook for this; its handlers call these two methods on it.
         setattr(server, "connection_made", connection_made)  # noqa: B010
         setattr(server, "connection_lost", connection_lost)  # noqa: B010
+        setattr(server, _GATE_ATTRIBUTE, self)  # connections the engine detaches are uncounted by it
 
     def uncount(self, transport: asyncio.BaseTransport | None) -> None:
         """Stop counting ``transport``'s connection (idempotent; unknown transports are ignored)."""

@@ -4,6 +4,9 @@ Theory of operation:
 
 * Two pumps move messages, one per direction, keeping the message type (text stays text). A send waits while
   the receiving socket's buffer is full, so a slow reader slows the writer instead of growing memory.
+* When both peers are :class:`~hyco.server.peer.LinkablePeer` (the engine's lean sockets), they are linked and
+  move data frames to each other by themselves, with the same backpressure and the same rule that data for a
+  peer that was sent a Close is dropped; the pumps then only see the Closes and the vanishings.
 * **Half-close** (design.md): a Close from one side is forwarded to the other side, and the opposite direction
   keeps flowing until that side closes too. The relay never echoes a Close on its own: the peer's Close is the
   echo. Only when both directions have seen a Close (or a peer vanished) are the transports dropped.
@@ -20,7 +23,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from hyco.server.peer import MessageKind, Peer, PeerGone
+from hyco.server.peer import LinkablePeer, MessageKind, Peer, PeerGone
 
 __all__ = ["Splice", "SpliceResult", "splice"]
 
@@ -56,6 +59,7 @@ class Splice:
         self.close_sent: set[str] = set()
         self.dead: set[str] = set()
         self.result = SpliceResult()
+        self.linked = False
 
     async def _close(self, peer: Peer, code: int, reason: str) -> None:
         if peer.name in self.close_sent or peer.name in self.dead:
@@ -79,6 +83,8 @@ class Splice:
                 # Buffered messages come back without a suspension point: yield now and then, so one
                 # connection's flood of tiny messages cannot hold the event loop (everyone else waits).
                 await asyncio.sleep(0)
+            if message.kind is MessageKind.CLOSE or message.kind is MessageKind.GONE:
+                self._count_linked(src, forward)
             if message.kind is MessageKind.CLOSE:
                 if not self.result.first_to_close:
                     self.result.first_to_close = src.name
@@ -105,6 +111,19 @@ class Splice:
                 self.result.bytes_b_to_a += len(message.data)
                 self.result.messages_b_to_a += 1
 
+    def _count_linked(self, src: Peer, forward: bool) -> None:
+        """Add what a linked peer moved by itself to the result (once: its pump ends here)."""
+        if not self.linked:
+            return
+        assert isinstance(src, LinkablePeer)
+        moved, messages = src.forwarded
+        if forward:
+            self.result.bytes_a_to_b += moved
+            self.result.messages_a_to_b += messages
+        else:
+            self.result.bytes_b_to_a += moved
+            self.result.messages_b_to_a += messages
+
     async def shutdown(self, code: int, reason: str) -> None:
         """Ask both peers to close (relay shutdown); their answering Close frames end the pumps."""
         await self._close(self.a, code, reason)
@@ -112,6 +131,10 @@ class Splice:
 
     async def run(self) -> SpliceResult:
         """Pump both ways until both sides closed or one vanished; then drop both transports."""
+        if isinstance(self.a, LinkablePeer) and isinstance(self.b, LinkablePeer):
+            self.a.link(self.b)
+            self.b.link(self.a)
+            self.linked = True
         # One pump runs in a task, the other inline in this coroutine: one task fewer per relayed
         # connection (memory per connection is a budget, docs/benchmarks.md).
         up = asyncio.ensure_future(self.pump(self.a, self.b))

@@ -106,7 +106,7 @@ class StreamForwarder:
         suffix: str,
         tracking_id: str,
     ) -> HttpAnswer | None:
-        """Serve a sender's ``connect`` until its splice ends.
+        """Serve a sender's ``connect`` until its splice starts (the splice then runs as a task of its own).
 
         Returns:
             The listener's rejection to answer with, or None once the WebSocket was spliced (or the sender
@@ -143,7 +143,7 @@ class StreamForwarder:
             )
             return HttpAnswer(outcome.status, outcome.description, {"TrackingId": tracking_id})
         try:
-            sender = await handshake.accept(
+            sender = await handshake.accept_spliced(
                 "sender",
                 protocol=outcome.protocol,
                 max_message_size=self._limits.max_message_size,
@@ -154,8 +154,8 @@ class StreamForwarder:
             raise
         task = self._start_splice(hc, tracking_id, handshake.remote, sender, outcome, started)
         pending.deliver(task)
-        # Shielded: a cancelled handler (peer hung up) must not cancel the splice; it notices by itself.
-        await asyncio.shield(task)
+        # The splice runs on its own (the engine took the connection from the HTTP server): returning frees
+        # the handler's request and tasks.
         return None
 
     async def _offer(
@@ -242,7 +242,7 @@ class StreamForwarder:
     # --- the listener's dial (3.2, 3.3) ------------------------------------------------------
 
     async def accept(self, handshake: Handshake, target: WebSocketTarget) -> HttpAnswer | None:
-        """Serve a listener's dial of a rendezvous address until the splice ends.
+        """Serve a listener's dial of a rendezvous address until the splice starts.
 
         Returns:
             410 after a rejection was delivered (the listener treats it as success), else None.
@@ -267,7 +267,7 @@ class StreamForwarder:
             pending.resolve(Rejection(status, description))
             return HttpAnswer(410, "Gone", text="The rejection was delivered to the sender.")
         protocol = handshake.offered_protocol
-        listener = await handshake.accept(
+        listener = await handshake.accept_spliced(
             "listener",
             protocol=protocol,
             max_message_size=self._limits.max_message_size,
@@ -277,11 +277,9 @@ class StreamForwarder:
             await self._turn_away(listener, "The sender stopped waiting.")
             return None
         try:
-            task = await pending.spliced
+            await pending.spliced  # the splice then runs on its own
         except ConnectionLost as exc:
             await self._turn_away(listener, str(exc))
-            return None
-        await asyncio.shield(task)
         return None
 
     @staticmethod
