@@ -9,12 +9,14 @@ checks them. Source lines cited are in Azure/azure-relay-dotnet at e7f6354, unde
   SharedAccessSignatureTokenProvider.cs:85-112) over the audience ``TokenProvider.NormalizeAudience`` makes
   (Common/TokenProvider.cs:230-233 with Common/UriHelper.cs:108-138: scheme ``http``, port dropped, query
   dropped, trailing ``/``), encoded with ``WebUtility.UrlEncode`` (upper-case hex, space as ``+``).
-* :class:`DotnetSocket`: the handshake of the bundled client (WebSockets/NetStandard20/
+* :class:`DotnetSocket`: the handshake of the SDK's bundled client (WebSockets/NetStandard20/
   WebSocketHandle.Managed.cs:450-515: request line, ``Host`` with the port, ``Connection``, ``Upgrade``,
   version, key, then the SDK's headers, then ``Sec-WebSocket-Protocol``), the checks it makes on the answer
   (same file, 605-700: ``HTTP/1.1``; exactly one ``Connection: Upgrade``, ``Upgrade: websocket`` and right
-  ``Sec-WebSocket-Accept``; a ``Sec-WebSocket-Protocol`` only if asked for and one of those asked), and its
-  framing (masked frames; pongs answered to pings only while reading, ManagedWebSocket.cs:815-840).
+  ``Sec-WebSocket-Accept``; a ``Sec-WebSocket-Protocol`` only if asked for and one of those asked; the same
+  rules as its ``NetCore21`` handshake, WebSockets/NetCore21/WebSocketHandle.Managed.cs:205-235, used on .NET
+  Core 2.1 and later), and its framing (masked frames; pongs answered to pings only while reading,
+  ManagedWebSocket.cs:815-840).
 * :func:`dotnet_exception`: which exception a refused handshake becomes and its message
   (WebSocketExceptionHelper.cs:72-96; Common/TrackingContext.cs:134-148).
 """
