@@ -52,6 +52,8 @@ log = logging.getLogger("hyco.relay")
 HEALTH_PATH = "/$health"
 METRICS_PATH = "/$metrics"
 DASHBOARD_PREFIX = "/$dashboard"
+#: Longest path quoted in a refusal's reason phrase (a path can be kilobytes long).
+MAX_TRACKED_PATH = 200
 _TRACKING_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
@@ -73,6 +75,17 @@ def client_tracking_id(ident: str | None) -> str | None:
         return None
     head = ident.partition("_")[0]
     return head if _TRACKING_ID.fullmatch(head) else None
+
+
+def system_tracker(request: web.BaseRequest) -> str:
+    """``sb://{host}/{path}`` of what a request named, as Azure's error texts carry it (protocol.md 1.5).
+
+    The .NET SDK puts the reason phrase in its exception message and adds the entity address only when the
+    phrase has no tracking id of its own; this keeps the entity path in the message users see.
+    """
+    path = request.rel_url.raw_path
+    path = path.removeprefix(HC_PREFIX) if path.startswith(HC_PREFIX) else path.lstrip("/")
+    return f"sb://{request.host}/{path[:MAX_TRACKED_PATH]}"
 
 
 class FrontDoor:
@@ -124,7 +137,10 @@ class FrontDoor:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one request (aiohttp calls this for every path)."""
         raw_path = request.rel_url.raw_path
-        tracking_id = new_tracking_id()
+        # protocol.md 1.5: a client that sent an sb-hc-id finds it in every answer, refusals included (the
+        # .NET SDK adds its own id to an error only when the relay's text names none).
+        ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
+        tracking_id = client_tracking_id(ident) or new_tracking_id()
         try:
             if self._closing():
                 raise ServerBusy("The relay is shutting down; retry on another node or later.")
@@ -144,8 +160,6 @@ class FrontDoor:
                     return await self._management.metrics(request)
                 if is_runtime_information_request(request):
                     return await self._management.runtime_information(request, raw_path)
-            ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
-            tracking_id = client_tracking_id(ident) or tracking_id
             hc, suffix = self._registry.find_for_sender(raw_path)
             return await self._forward_http(request, hc, suffix, tracking_id)
         except RelayError as exc:
@@ -180,7 +194,6 @@ class FrontDoor:
             target = parse_websocket_target(raw_path, request.rel_url.raw_query_string)
         except InvalidURI as exc:
             raise RelayError(f"Bad request: {exc.reason}.", http_status=400) from None
-        tracking_id = client_tracking_id(target.id) or tracking_id
         if request.headers.get("Upgrade", "").lower() != "websocket":
             raise RelayError(
                 "Bad request: /$hc/ URLs take WebSocket upgrades; send plain HTTP requests to "
@@ -250,7 +263,10 @@ class FrontDoor:
     def error_response(self, request: web.Request, exc: RelayError, tracking_id: str) -> web.Response:
         """The response for a refusal, logged (throttled per client and status)."""
         timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        description = f"{exc.description} TrackingId:{tracking_id}, Timestamp:{timestamp}"
+        description = (
+            f"{exc.description} TrackingId:{tracking_id}, SystemTracker:{system_tracker(request)}, "
+            f"Timestamp:{timestamp}"
+        )
         remote = request.remote or "?"
         log_it, suppressed = self._refusals.check((remote, exc.http_status))
         if log_it:
