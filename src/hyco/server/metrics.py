@@ -27,7 +27,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hyco.server.registry import HybridConnection
-from hyco.server.splice import SpliceResult
 
 __all__ = ["CONTENT_TYPE", "EntityTotals", "LiveConnection", "RelayMetrics", "result_of"]
 
@@ -68,24 +67,25 @@ class LiveConnection:
         tracking_id: the connection's tracking id (as in the relay's log lines).
         remote: the sender's address.
         since: when it was spliced (seconds since the epoch).
-        counts: the splice's running counts (the splice updates them as messages move).
+        moved: the splice's running byte counts, sender to listener and back
+            (:meth:`~hyco.server.splice.Splice.moved`).
     """
 
     entity: str
     tracking_id: str
     remote: str
     since: float
-    counts: SpliceResult
+    moved: Callable[[], tuple[int, int]]
 
     @property
     def bytes_in(self) -> int:
         """Bytes moved so far from the sender to the listener."""
-        return self.counts.bytes_a_to_b
+        return self.moved()[0]
 
     @property
     def bytes_out(self) -> int:
         """Bytes moved so far from the listener to the sender."""
-        return self.counts.bytes_b_to_a
+        return self.moved()[1]
 
     def json(self) -> dict[str, object]:
         """The connection in ``/$management/status``."""

@@ -60,6 +60,7 @@ class Splice:
         self.dead: set[str] = set()
         self.result = SpliceResult()
         self.linked = False
+        self._counted: set[str] = set()  # linked peers whose own counts are in the result already
 
     async def _close(self, peer: Peer, code: int, reason: str) -> None:
         if peer.name in self.close_sent or peer.name in self.dead:
@@ -113,9 +114,10 @@ class Splice:
 
     def _count_linked(self, src: Peer, forward: bool) -> None:
         """Add what a linked peer moved by itself to the result (once: its pump ends here)."""
-        if not self.linked:
+        if not self.linked or src.name in self._counted:
             return
         assert isinstance(src, LinkablePeer)
+        self._counted.add(src.name)
         moved, messages = src.forwarded
         if forward:
             self.result.bytes_a_to_b += moved
@@ -123,6 +125,19 @@ class Splice:
         else:
             self.result.bytes_b_to_a += moved
             self.result.messages_b_to_a += messages
+
+    def moved(self) -> tuple[int, int]:
+        """Payload bytes moved so far, a to b and b to a, while the splice runs (linked peers count by
+        themselves until their pump ends)."""
+        a_to_b, b_to_a = self.result.bytes_a_to_b, self.result.bytes_b_to_a
+        if self.linked:
+            for peer, forward in ((self.a, True), (self.b, False)):
+                if peer.name not in self._counted and isinstance(peer, LinkablePeer):
+                    if forward:
+                        a_to_b += peer.forwarded[0]
+                    else:
+                        b_to_a += peer.forwarded[0]
+        return a_to_b, b_to_a
 
     async def shutdown(self, code: int, reason: str) -> None:
         """Ask both peers to close (relay shutdown); their answering Close frames end the pumps."""

@@ -209,7 +209,7 @@ class StreamForwarder:
         )
         task = asyncio.ensure_future(splice.run())
         self._splices[task] = splice
-        connection = LiveConnection(hc.path, tracking_id, remote, time.time(), splice.result)
+        connection = LiveConnection(hc.path, tracking_id, remote, time.time(), splice.moved)
         if self._metrics is not None:
             self._metrics.splice_started(connection, time.monotonic() - started)
 
