@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 
 import aiohttp
 import pytest
@@ -161,6 +163,30 @@ async def test_a_stalled_small_body_ends_with_408_and_frees_its_slot(relay_facto
     await listener.ws.send_json({"response": {"requestId": command["request"]["id"], "statusCode": 204}})
     async with await asyncio.wait_for(request, TIMEOUT) as resp:
         assert resp.status == 204
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_sender_that_hangs_up_while_its_upload_waits_is_released_at_once(relay: Relay, session, how):
+    # request_timeout is 60 s: an exchange that outlives TIMEOUT was held for the listener, not released.
+    listener = await RawListener.open(session, relay.url, "open")
+    _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(b"POST /open/up HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n")
+    # More than the relay buffers before it stops reading (twice its 64 KiB read size), less than the
+    # sockets hold: the rest of the body waits in the kernel, unread, as the sender leaves.
+    writer.write(bytes(384 * 1024))
+    await writer.drain()
+    stub = (await listener.next_command())["request"]  # the listener is told, but does not dial yet
+    await wait_for_health(session, relay.http_url, "http_requests_in_flight", 1)
+    if how == "reset":
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    await writer.wait_closed()
+    await wait_for_health(session, relay.http_url, "http_requests_in_flight", 0)
+    # The exchange is over: the listener's late dial is refused.
+    err = await handshake_error(session.ws_connect(stub["address"]))
+    assert err.status == 403
+    await listener.ws.close()
 
 
 # --- conformance of the rendezvous (defect 11) ----------------------------------------------------
