@@ -119,6 +119,36 @@ async def test_a_flood_of_tiny_messages_lets_other_tasks_run():
     assert any(0 < n < flood for n in seen), seen[:5]
 
 
+async def test_a_ping_flood_lets_other_tasks_run(relay: Relay, session):
+    from hyco.protocol.frames import Opcode, encode_frame
+    from tests.server.rawclient import RawStreamClient
+
+    listener = await RawListener.open(session, relay.url, "open")
+    connecting = asyncio.ensure_future(RawStreamClient.connect(f"{relay.url}/$hc/open?sb-hc-action=connect"))
+    rendezvous = await session.ws_connect((await listener.next_command())["accept"]["address"])
+    flooder = await asyncio.wait_for(connecting, TIMEOUT)
+    flood = 20_000
+    flooder.writer.write(encode_frame(Opcode.PING, mask=b"abcd") * flood)  # one write: all buffered at once
+    pongs = 2 * flood  # the relay's Pong frames are two bytes each
+    received = 0
+    seen: list[int] = []
+
+    async def bystander() -> None:
+        while True:
+            seen.append(received)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(bystander())
+    async with asyncio.timeout(TIMEOUT):
+        while received < pongs:
+            received += len(await flooder.reader.read(1 << 16))
+    watcher.cancel()
+    # The bystander ran again and again while the pings were being answered, not only between socket reads.
+    assert len({n for n in seen if 0 < n < pongs}) >= 20, sorted(set(seen))[:10]
+    flooder.close()
+    await rendezvous.close()
+
+
 # --- slow and silent clients are cut (defects 3 and 4) --------------------------------------------
 
 

@@ -45,6 +45,8 @@ _OPCODES = {MessageKind.TEXT: WSMsgType.TEXT, MessageKind.BINARY: WSMsgType.BINA
 #: Close reasons must fit a control frame (125 bytes with the 2-byte code, RFC 6455 5.5).
 MAX_CLOSE_REASON = 123
 _SOCKET_ERRORS = (ClientConnectionResetError, ConnectionError, RuntimeError)
+#: Pings answered before a receiver lets other connections run (as splice and control pumps do per 64).
+CONTROL_FRAMES_PER_TURN = 64
 
 
 def unmask(key: bytes, payload: bytes) -> bytes:
@@ -66,11 +68,26 @@ class WebSocketPeer:
         self._request = request
 
     async def receive(self) -> Message:
-        """Next message; pings are answered by aiohttp; CLOSING/CLOSED/ERROR become GONE."""
-        try:
-            msg = await self._ws.receive()
-        except _SOCKET_ERRORS:
-            return Message(MessageKind.GONE)
+        """Next message; pings are answered here; CLOSING/CLOSED/ERROR become GONE."""
+        answered = 0
+        while True:
+            try:
+                msg = await self._ws.receive()
+            except _SOCKET_ERRORS:
+                return Message(MessageKind.GONE)
+            if msg.type is WSMsgType.PONG:
+                continue  # the heartbeat saw it already
+            if msg.type is not WSMsgType.PING:
+                break
+            try:
+                await self._ws.pong(msg.data)
+            except _SOCKET_ERRORS:
+                return Message(MessageKind.GONE)
+            # aiohttp's own autoping answers every buffered ping without ever yielding (tens of thousands
+            # per socket read): a ping flood would hold the event loop.
+            answered += 1
+            if answered % CONTROL_FRAMES_PER_TURN == 0:
+                await asyncio.sleep(0)
         kind = _DATA_KINDS.get(msg.type)
         if kind is not None:
             data = msg.data
@@ -254,7 +271,7 @@ class Handshake:
         ws = web.WebSocketResponse(
             protocols=(protocol,) if protocol else (),
             autoclose=False,
-            autoping=True,
+            autoping=False,  # answered in WebSocketPeer.receive, yielding to other connections
             compress=False,
             max_msg_size=max_message_size,
             heartbeat=heartbeat,
