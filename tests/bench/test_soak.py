@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from bench.hostile import KINDS
+
 from tests.conftest import TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
