@@ -14,8 +14,9 @@ CPU are sampled every 0.5 s; a table row is printed every ``--every`` seconds.
 bystander's latency while it ran.
 
 Verdict (exit status 1 when broken): the bystander never failed and never lost a byte, no hostile kind lost a
-byte or got in where it must not, the relay's open files came back to within ``FD_SLACK`` of the baseline and
-its RSS grew by less than ``--max-rss-growth`` MiB over the quiet phase. Nothing timed is asserted.
+byte or got in where it must not, the relay logged no traceback and no ERROR line, its open files came back to
+within ``FD_SLACK`` of the baseline and its RSS grew by less than ``--max-rss-growth`` MiB over the quiet
+phase. Nothing timed is asserted.
 """
 
 from __future__ import annotations
@@ -351,6 +352,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         end_rss, end_fds = sampler.now()
         final_health = await health(session, relay)
     await relay_child.stop()
+    log_lines = log.read_text(errors="replace").splitlines()
     peak_rss = max((s[1] for s in sampler.samples), default=end_rss)
     peak_fds = max((s[2] for s in sampler.samples), default=end_fds)
     cpu = sampler.window(*attacked)["cpu_pct"]
@@ -379,6 +381,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "cpu_pct_under_attack": cpu,
             "settled_in_s": round(settled_in, 1),
             "log_bytes": log.stat().st_size,
+            "log_lines": len(log_lines),
+            "log_tracebacks": sum(1 for line in log_lines if line.startswith("Traceback")),
+            "log_errors": [line[:300] for line in log_lines if line.startswith("ERROR")][:5],
             "health_at_end": final_health,
         },
         "rows": rows,
@@ -406,6 +411,8 @@ def problems(report: dict[str, Any], max_rss_growth: float) -> list[str]:
             if outcome.startswith("lost") or outcome == "ACCEPTED":
                 found.append(f"{kind}: {outcome} x{n}")
     relay = report["relay"]
+    if relay["log_tracebacks"] or relay["log_errors"]:
+        found.append(f"the relay logged {relay['log_tracebacks']} tracebacks; errors: {relay['log_errors']}")
     if relay["fds"]["end"] > relay["fds"]["after_quiet"] + FD_SLACK:
         found.append(f"open files did not come back: {relay['fds']}")
     growth = relay["rss_mib"]["end"] - relay["rss_mib"]["after_quiet"]
@@ -437,7 +444,7 @@ def run_cli() -> None:
         f"quiet, {attacked['p50_ms']}/{attacked['p99_ms']} ms under attack\n"
         f"relay: RSS {relay['rss_mib']}, open files {relay['fds']}, "
         f"CPU {relay['cpu_pct_under_attack']:.0f} % under attack, settled in {relay['settled_in_s']} s, "
-        f"{relay['log_bytes']} bytes of log"
+        f"{relay['log_lines']} lines ({relay['log_bytes']} bytes) of log"
     )
     for kind, seen in report["hostiles"].items():
         if kind in ("outcomes", "cuts"):  # all kinds at once
