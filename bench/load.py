@@ -1,0 +1,231 @@
+"""Load with checksums: many relayed connections at once, every byte echoed and CRC32-checked. Not a test.
+
+``python -m bench.load [--connections 10000] [--bytes 65536] [--senders 4] [--listeners 3]`` (from the
+repository root, with ``PYTHONPATH=.:src``)
+
+A relay process (``bench.proc relay``, per-source limits lifted: every client is on 127.0.0.1), listener
+processes (``bench.proc listener``: two control channels each, every accepted connection echoes) and sender
+processes (this module's ``sender``). The senders open their share of the connections (50 at a time each)
+and hold them all; then every connection sends ``--bytes`` of random data in 16 KiB messages, each echoed
+back and compared byte for byte, and a CRC32 over each direction; then all close. A relayed connection costs
+the relay two sockets, so when the relay's open-files limit cannot hold them all at once, they run in rounds
+(each round as many as fit); the summary says how many were open at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from bench.common import auth_headers, children, connect_url, open_files, relay_config_text, rss
+
+MESSAGE = 16 * 1024
+
+
+# --- the sender child -------------------------------------------------------------------------------
+
+
+async def sender_main(args: argparse.Namespace) -> None:
+    held: list[aiohttp.ClientWebSocketResponse] = []
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        print("ready", flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while line := (await reader.readline()).decode().split():
+            if line[0] == "open":
+                result = await open_all(session, args.relay, int(line[1]), held)
+            elif line[0] == "go":
+                result = await move_all(held, int(line[1]))
+            else:  # close
+                await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
+                result = {"closed": len(held)}
+                held.clear()
+            print(json.dumps(result), flush=True)
+
+
+async def open_all(
+    session: aiohttp.ClientSession, relay: str, count: int, held: list[aiohttp.ClientWebSocketResponse]
+) -> dict[str, Any]:
+    gate = asyncio.Semaphore(50)
+    errors: list[str] = []
+
+    async def one() -> None:
+        async with gate:
+            try:
+                ws = await asyncio.wait_for(
+                    session.ws_connect(connect_url(relay), headers=auth_headers(relay), heartbeat=None), 60
+                )
+            except Exception as exc:
+                errors.append(repr(exc)[:200])
+            else:
+                held.append(ws)
+
+    started = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(count)))
+    return {
+        "opened": count - len(errors),
+        "failed": len(errors),
+        "seconds": time.monotonic() - started,
+        "first_error": errors[:1],
+    }
+
+
+async def move_all(held: list[aiohttp.ClientWebSocketResponse], size: int) -> dict[str, Any]:
+    checked = mismatched = 0
+    errors: list[str] = []
+
+    async def one(ws: aiohttp.ClientWebSocketResponse) -> None:
+        nonlocal checked, mismatched
+        sent_crc = echoed_crc = done = 0
+        try:
+            while done < size:
+                data = os.urandom(min(MESSAGE, size - done))
+                await ws.send_bytes(data)
+                msg = await ws.receive(120)
+                if msg.type is not WSMsgType.BINARY or msg.data != data:
+                    mismatched += 1
+                    raise ConnectionError(f"echo lost or altered: {msg.type}")
+                sent_crc, echoed_crc = zlib.crc32(data, sent_crc), zlib.crc32(msg.data, echoed_crc)
+                done += len(data)
+            if sent_crc != echoed_crc:
+                mismatched += 1
+            checked += done
+        except Exception as exc:
+            errors.append(repr(exc)[:200])
+
+    started = time.monotonic()
+    await asyncio.gather(*(one(ws) for ws in held))
+    return {
+        "bytes_checked": checked,
+        "mismatched": mismatched,
+        "failed": len(errors),
+        "seconds": time.monotonic() - started,
+        "first_error": errors[:1],
+    }
+
+
+# --- the driver ---------------------------------------------------------------------------------------
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = args.workdir / "relay.toml"
+    cfg.write_text(relay_config_text())
+    async with children() as start:
+        relay = await start("relay", ["relay", "--config", str(cfg)])
+        for _ in range(args.listeners):
+            await start("listener", ["listener", "--relay", relay.ready, "--count", "2"])
+        senders = [
+            await start("sender", ["sender", "--relay", relay.ready], module="bench.load")
+            for _ in range(args.senders)
+        ]
+        fds, limit = open_files(relay.pid)
+        fit = max(1, (limit - fds - 64) // 2)  # the relay holds two sockets per relayed connection
+        rounds = math.ceil(args.connections / fit)
+        per_round = math.ceil(args.connections / rounds)
+        idle_rss = rss(relay.pid)
+        report: dict[str, Any] = {
+            "command": " ".join(["python -m bench.load", *sys.argv[1:]]),
+            "connections": args.connections,
+            "bytes_each": args.bytes,
+            "relay_open_files_limit": limit,
+            "rounds": [],
+        }
+        remaining = args.connections
+        while remaining:
+            count = min(per_round, remaining)
+            remaining -= count
+            shares = [
+                count // len(senders) + (1 if i < count % len(senders) else 0) for i in range(len(senders))
+            ]
+            opened = [
+                json.loads(r)
+                for r in await asyncio.gather(
+                    *(s.command(f"open {n}", timeout=900) for s, n in zip(senders, shares, strict=True))
+                )
+            ]
+            held_rss, held_fds = rss(relay.pid), open_files(relay.pid)[0]
+            moved = [
+                json.loads(r)
+                for r in await asyncio.gather(*(s.command(f"go {args.bytes}", timeout=1800) for s in senders))
+            ]
+            await asyncio.gather(*(s.command("close", timeout=600) for s in senders))
+            round_report = {
+                "open_at_once": sum(o["opened"] for o in opened),
+                "open_failed": sum(o["failed"] for o in opened),
+                "open_seconds": round(max(o["seconds"] for o in opened), 1),
+                "relay_rss_mib_held": round(held_rss / 2**20, 1),
+                "relay_fds_held": held_fds,
+                "bytes_checked": sum(m["bytes_checked"] for m in moved),
+                "mismatched": sum(m["mismatched"] for m in moved),
+                "move_failed": sum(m["failed"] for m in moved),
+                "move_seconds": round(max(m["seconds"] for m in moved), 1),
+                "first_errors": [e for r in (*opened, *moved) for e in r["first_error"]][:3],
+            }
+            report["rounds"].append(round_report)
+            print(json.dumps(round_report), flush=True)
+        await asyncio.sleep(1)
+        report["relay_rss_mib"] = {
+            "idle": round(idle_rss / 2**20, 1),
+            "after": round(rss(relay.pid) / 2**20, 1),
+        }
+        report["relay_fds_after"] = open_files(relay.pid)[0]
+    return report
+
+
+def summary(report: dict[str, Any]) -> str:
+    rounds = report["rounds"]
+    total = sum(r["open_at_once"] for r in rounds)
+    checked = sum(r["bytes_checked"] for r in rounds)
+    lost = sum(r["open_failed"] + r["move_failed"] + r["mismatched"] for r in rounds)
+    moving = sum(r["move_seconds"] for r in rounds)
+    return (
+        f"{total} of {report['connections']} relayed connections opened in {len(rounds)} round(s) "
+        f"(at most {max(r['open_at_once'] for r in rounds)} at once; relay open-files limit "
+        f"{report['relay_open_files_limit']}); {checked / 2**20:.0f} MiB echoed and checked "
+        f"({checked / 2**20 / max(moving, 1e-9):.1f} MiB/s each way), {lost} failed or altered; relay RSS "
+        f"{report['relay_rss_mib']['idle']} -> {max(r['relay_rss_mib_held'] for r in rounds)} MiB held -> "
+        f"{report['relay_rss_mib']['after']} MiB after, open files back to {report['relay_fds_after']}"
+    )
+
+
+def run_cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="role")
+    child = sub.add_parser("sender", help="(a child of the driver)")
+    child.add_argument("--relay", required=True)
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--bytes", type=int, default=64 * 1024, help="echoed per connection")
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--listeners", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.role == "sender":
+        asyncio.run(sender_main(args))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        args.workdir = Path(tmp)
+        report = asyncio.run(main(args))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print(summary(report))
+    rounds = report["rounds"]
+    if any(r["open_failed"] or r["move_failed"] or r["mismatched"] for r in rounds):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_cli()
