@@ -104,19 +104,20 @@ async def one_round(relay: str, case: str, role: str, netns: bool, start: Any) -
     peer_relay = f"ws://{RELAY_ADDRESS}:{port}" if half_open else relay
     prefix = ("unshare", "-n") if half_open else ()
     async with aiohttp.ClientSession() as session:
-        control = None
+        control = accepted = None
         if role == "sender":  # the survivor is the listener: online before the peer dials
             control = await session.ws_connect(
                 listen_url(relay, str(uuid.uuid4())), headers=auth_headers(relay)
             )
+            accepted = asyncio.ensure_future(control.receive(60))  # reading answers the relay's pings
         peer: Child = await start(
             "peer", ["peer", "--relay", peer_relay, "--role", role], module="bench.faults", prefix=prefix
         )
         if half_open:
             link_peer(peer.pid)
         peer_online = asyncio.ensure_future(peer.command("go"))
-        if control is not None:
-            accept = json.loads((await control.receive(30)).data)["accept"]
+        if accepted is not None:
+            accept = json.loads((await accepted).data)["accept"]
             ws = await session.ws_connect(accept["address"], heartbeat=None)
         else:
             await asyncio.wait_for(peer_online, 30)
