@@ -53,6 +53,7 @@ from hyco.protocol.sas import create_token
 #: Entities of the soak relay: the bystander's, and the hostile ones (see module docstring).
 BYSTANDER_PATH = "bench"
 HOSTILE_PATHS = ("hostile", "nodial", "stuck", "frozen", "bigjson")
+LISTENER_SOURCE = "127.0.0.19"
 #: Header a hostile sender uses to tell the hostile listener to echo (default: read and discard).
 MODE_HEADER = "X-Hostile-Mode"
 
@@ -645,7 +646,9 @@ async def run(relay: str, kinds: list[str], stop: asyncio.Event, ready: Callable
     ctx = Ctx(relay, stop)
     for i, kind in enumerate(KINDS):
         ctx.sources[kind] = f"127.0.0.{20 + i}"
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    # The hostile listeners (and their rendezvous dials) get an address of their own too.
+    connector = aiohttp.TCPConnector(limit=0, local_addr=(LISTENER_SOURCE, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
         listeners = [
             asyncio.ensure_future(make(ctx, session))
             for make in (hostile_listener, nodial_listener, frozen_listener)

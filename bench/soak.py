@@ -118,6 +118,10 @@ class Bystander:
                 async with asyncio.timeout(STEP * 3):
                     await self._one_connection(session)
                     await self._one_post(session)
+            except aiohttp.WSServerHandshakeError as exc:
+                self.failures.append(
+                    f"{time.strftime('%H:%M:%S')} sender: handshake {exc.status} {exc.message}"
+                )
             except (TimeoutError, aiohttp.ClientError, ConnectionError, AssertionError) as exc:
                 self.failures.append(f"{time.strftime('%H:%M:%S')} sender: {exc!r}"[:200])
             await asyncio.sleep(max(0.0, 1 - (time.monotonic() - started)))
@@ -302,7 +306,7 @@ async def settle(session: aiohttp.ClientSession, relay: str, sampler: Sampler, f
 async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     config = workdir / "relay.toml"
     config.write_text(soak_config())
-    log = workdir / "relay.log"
+    log = args.log or workdir / "relay.log"
     with log.open("wb") as log_file:
         relay_child = await spawn("relay", ["relay", "--config", str(config)], stderr=log_file)
     relay = relay_child.ready
@@ -430,6 +434,7 @@ def run_cli() -> None:
     parser.add_argument("--each", type=float, default=0, help="run the kinds one at a time, this long each")
     parser.add_argument("--max-rss-growth", type=float, default=128, help="MiB over the quiet phase")
     parser.add_argument("--json", type=Path, help="write the whole report here")
+    parser.add_argument("--log", type=Path, help="keep the relay's log (warnings and errors) here")
     args = parser.parse_args()
     args.every = args.every or max(5.0, args.seconds / 10)
     with tempfile.TemporaryDirectory() as tmp:
