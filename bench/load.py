@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 import tempfile
@@ -121,6 +120,14 @@ async def move_all(held: list[aiohttp.ClientWebSocketResponse], size: int) -> di
 # --- the driver ---------------------------------------------------------------------------------------
 
 
+async def settled_fds(pid: int, baseline: int) -> int:
+    """The relay's open files once its closing connections are gone (within 10 % of the baseline), or 30 s."""
+    deadline = time.monotonic() + 30
+    while (count := open_files(pid)[0]) > baseline * 1.1 + 8 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.5)  # another process's /proc: nothing to wait on
+    return count
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg = args.workdir / "relay.toml"
     cfg.write_text(relay_config_text())
@@ -134,8 +141,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         ]
         fds, limit = open_files(relay.pid)
         fit = max(1, (limit - fds - 64) // 2)  # the relay holds two sockets per relayed connection
-        rounds = math.ceil(args.connections / fit)
-        per_round = math.ceil(args.connections / rounds)
+        per_round = min(fit, args.at_once or fit)
         idle_rss = rss(relay.pid)
         report: dict[str, Any] = {
             "command": " ".join(["python -m bench.load", *sys.argv[1:]]),
@@ -175,14 +181,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "move_seconds": round(max(m["seconds"] for m in moved), 1),
                 "first_errors": [e for r in (*opened, *moved) for e in r["first_error"]][:3],
             }
+            round_report["relay_fds_after_close"] = await settled_fds(relay.pid, fds)
             report["rounds"].append(round_report)
             print(json.dumps(round_report), flush=True)
-        await asyncio.sleep(1)
         report["relay_rss_mib"] = {
             "idle": round(idle_rss / 2**20, 1),
             "after": round(rss(relay.pid) / 2**20, 1),
         }
-        report["relay_fds_after"] = open_files(relay.pid)[0]
+        report["relay_fds_after"] = await settled_fds(relay.pid, fds)
     return report
 
 
@@ -211,6 +217,9 @@ def run_cli() -> None:
     parser.add_argument("--bytes", type=int, default=64 * 1024, help="echoed per connection")
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--listeners", type=int, default=3)
+    parser.add_argument(
+        "--at-once", type=int, default=0, help="cap a round (default: what the relay's limit fits)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.role == "sender":
