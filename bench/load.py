@@ -37,6 +37,8 @@ MESSAGE = 16 * 1024
 
 
 async def sender_main(args: argparse.Namespace) -> None:
+    # Held connections send their own pings (heartbeat): a client that neither reads nor pings for
+    # limits.ping_interval is taken for a frozen peer and cut, as it should be.
     held: list[aiohttp.ClientWebSocketResponse] = []
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -66,7 +68,7 @@ async def open_all(
         async with gate:
             try:
                 ws = await asyncio.wait_for(
-                    session.ws_connect(connect_url(relay), headers=auth_headers(relay), heartbeat=None), 60
+                    session.ws_connect(connect_url(relay), headers=auth_headers(relay), heartbeat=20), 60
                 )
             except Exception as exc:
                 errors.append(repr(exc)[:200])
@@ -95,9 +97,11 @@ async def move_all(held: list[aiohttp.ClientWebSocketResponse], size: int) -> di
                 data = os.urandom(min(MESSAGE, size - done))
                 await ws.send_bytes(data)
                 msg = await ws.receive(120)
-                if msg.type is not WSMsgType.BINARY or msg.data != data:
+                if msg.type is not WSMsgType.BINARY:
+                    raise ConnectionError(f"closed before its echo: {msg.type.name} {ws.close_code}")
+                if msg.data != data:
                     mismatched += 1
-                    raise ConnectionError(f"echo lost or altered: {msg.type}")
+                    raise ConnectionError("echo altered")
                 sent_crc, echoed_crc = zlib.crc32(data, sent_crc), zlib.crc32(msg.data, echoed_crc)
                 done += len(data)
             if sent_crc != echoed_crc:
