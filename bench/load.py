@@ -37,9 +37,7 @@ MESSAGE = 16 * 1024
 
 
 async def sender_main(args: argparse.Namespace) -> None:
-    # Held connections send their own pings (heartbeat): a client that neither reads nor pings for
-    # limits.ping_interval is taken for a frozen peer and cut, as it should be.
-    held: list[aiohttp.ClientWebSocketResponse] = []
+    held: list[Held] = []
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         print("ready", flush=True)
@@ -52,14 +50,35 @@ async def sender_main(args: argparse.Namespace) -> None:
             elif line[0] == "go":
                 result = await move_all(held, int(line[1]))
             else:  # close
-                await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
+                await asyncio.gather(*(h.close() for h in held), return_exceptions=True)
                 result = {"closed": len(held)}
                 held.clear()
             print(json.dumps(result), flush=True)
 
 
+class Held:
+    """A held connection that reads all the time, into ``inbox``, as a live client does: reading answers the
+    relay's pings (a client that neither reads nor answers for ``limits.ping_interval`` is cut as frozen)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.inbox: asyncio.Queue[aiohttp.WSMessage] = asyncio.Queue()
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            msg = await self.ws.receive()
+            self.inbox.put_nowait(msg)
+            if msg.type is not WSMsgType.BINARY:
+                return
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.reader.cancel()
+
+
 async def open_all(
-    session: aiohttp.ClientSession, relay: str, count: int, held: list[aiohttp.ClientWebSocketResponse]
+    session: aiohttp.ClientSession, relay: str, count: int, held: list[Held]
 ) -> dict[str, Any]:
     gate = asyncio.Semaphore(50)
     errors: list[str] = []
@@ -68,12 +87,12 @@ async def open_all(
         async with gate:
             try:
                 ws = await asyncio.wait_for(
-                    session.ws_connect(connect_url(relay), headers=auth_headers(relay), heartbeat=20), 60
+                    session.ws_connect(connect_url(relay), headers=auth_headers(relay), heartbeat=None), 60
                 )
             except Exception as exc:
                 errors.append(repr(exc)[:200])
             else:
-                held.append(ws)
+                held.append(Held(ws))
 
     started = time.monotonic()
     await asyncio.gather(*(one() for _ in range(count)))
@@ -85,18 +104,19 @@ async def open_all(
     }
 
 
-async def move_all(held: list[aiohttp.ClientWebSocketResponse], size: int) -> dict[str, Any]:
+async def move_all(held: list[Held], size: int) -> dict[str, Any]:
     checked = mismatched = 0
     errors: list[str] = []
 
-    async def one(ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def one(connection: Held) -> None:
         nonlocal checked, mismatched
+        ws = connection.ws
         sent_crc = echoed_crc = done = 0
         try:
             while done < size:
                 data = os.urandom(min(MESSAGE, size - done))
                 await ws.send_bytes(data)
-                msg = await ws.receive(120)
+                msg = await asyncio.wait_for(connection.inbox.get(), 120)
                 if msg.type is not WSMsgType.BINARY:
                     raise ConnectionError(f"closed before its echo: {msg.type.name} {ws.close_code}")
                 if msg.data != data:
@@ -111,7 +131,7 @@ async def move_all(held: list[aiohttp.ClientWebSocketResponse], size: int) -> di
             errors.append(repr(exc)[:200])
 
     started = time.monotonic()
-    await asyncio.gather(*(one(ws) for ws in held))
+    await asyncio.gather(*(one(h) for h in held))
     return {
         "bytes_checked": checked,
         "mismatched": mismatched,
