@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 #: Documents another engineer owns and is writing now; each must follow these rules once it lands (remove it
 #: from this list then).
-NOT_YET_COVERED = {"architecture.md", "interop.md", "reliability.md"}
+NOT_YET_COVERED = {"architecture.md", "interop.md"}
 DOCUMENTS = [
     ROOT / "README.md",
     *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in NOT_YET_COVERED),
