@@ -119,6 +119,31 @@ async def test_a_flood_of_tiny_messages_lets_other_tasks_run():
     assert any(0 < n < flood for n in seen), seen[:5]
 
 
+async def test_a_sender_at_full_speed_lets_other_tasks_run_every_few_messages():
+    # Defect 12: 64 buffered 64 KiB messages per turn held the loop for 4 MiB of copying at a time.
+    a, b = memory_peer("a"), memory_peer("b")
+    count = 64  # one turn's worth under a message count alone
+    for _ in range(count):
+        a.remote_send(bytes(64 * 1024))
+    a.remote_close()
+    seen: list[int] = []
+
+    async def bystander() -> None:
+        while True:
+            seen.append(b.unread)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(bystander())
+    await asyncio.sleep(0)
+    run = asyncio.ensure_future(Splice(a, b, close_timeout=TIMEOUT).run())
+    while b.unread < count:
+        await asyncio.sleep(0)
+    watcher.cancel()
+    b.remote_close()
+    await asyncio.wait_for(run, TIMEOUT)
+    assert len({n for n in seen if 0 < n < count}) >= 8, sorted(set(seen))
+
+
 async def test_a_ping_flood_lets_other_tasks_run(relay: Relay, session):
     from hyco.protocol.frames import Opcode, encode_frame
     from tests.server.rawclient import RawStreamClient
