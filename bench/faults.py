@@ -9,13 +9,15 @@ survivor runs in this process on 127.0.0.1 and streams 16 KiB messages that the 
 child process (``peer``), the listener or the sender of the pair:
 
 * ``kill``: the peer gets SIGKILL while the stream runs (its kernel closes its sockets).
+* ``kill-relay``: the relay process gets SIGKILL instead (a fresh relay serves each round); both sides lose
+  the connection without a Close (``1006`` on the survivor's side).
 * ``half-open``: the peer runs in a network namespace of its own, joined to the relay's by a veth pair; its
   end of the link is taken down while the stream runs. No FIN, no reset: its packets just stop, as when a
   machine loses power or its network. Only the relay's pings (``limits.ping_interval = --ping``) can tell.
 
 For each case and role the table gives the close code the survivor got and the time from the fault to that
 Close (median and worst of ``--rounds``), and whether the relay's ``/$health`` came back to no active
-connection.
+connection (``None`` after ``kill-relay``).
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ async def active_connections(session: aiohttp.ClientSession, relay: str) -> int:
         return int((await resp.json())["active_connections"])
 
 
-async def one_round(relay: str, case: str, role: str, netns: bool, start: Any) -> dict[str, Any]:
+async def one_round(relay: str, case: str, role: str, start: Any, relay_pid: int) -> dict[str, Any]:
     """One fault: returns the survivor's close code and seconds from the fault to the Close."""
     port = relay.rsplit(":", 1)[1]
     half_open = case == "half-open"
@@ -131,18 +133,20 @@ async def one_round(relay: str, case: str, role: str, netns: bool, start: Any) -
         if half_open:
             run(["nsenter", "-t", str(peer.pid), "-n", "ip", "link", "set", "v1", "down"])
         else:
-            os.kill(peer.pid, signal.SIGKILL)
+            os.kill(relay_pid if case == "kill-relay" else peer.pid, signal.SIGKILL)
         code = await asyncio.wait_for(stream, 120)
         seconds = time.monotonic() - faulted
         await ws.close()
         if control is not None:
             await control.close()
-        released = False
-        for _ in range(100):
-            if await active_connections(session, relay) == 0:
-                released = True
-                break
-            await asyncio.sleep(0.1)
+        released: bool | None = None  # the relay itself is gone after kill-relay
+        if case != "kill-relay":
+            released = False
+            for _ in range(100):
+                if await active_connections(session, relay) == 0:
+                    released = True
+                    break
+                await asyncio.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.kill(peer.pid, signal.SIGKILL)
         if half_open:
@@ -166,14 +170,20 @@ def link_peer(pid: int) -> None:
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     cfg = args.workdir / "relay.toml"
     cfg.write_text(relay_config(args.ping))
-    cases = ["kill"] + (["half-open"] if args.netns else [])
+    cases = ["kill", "kill-relay"] + (["half-open"] if args.netns else [])
     rows = []
     async with children() as start:
         relay_child = await start("relay", ["relay", "--config", str(cfg)])
-        relay = "ws://127.0.0.1:" + relay_child.ready.rsplit(":", 1)[1]
         for case in cases:
             for role in ("listener", "sender"):
-                results = [await one_round(relay, case, role, args.netns, start) for _ in range(args.rounds)]
+                results = []
+                for _ in range(args.rounds):
+                    if relay_child.proc.returncode is not None or case == "kill-relay":
+                        relay_child = await start("relay", ["relay", "--config", str(cfg)])  # a fresh victim
+                    relay = "ws://127.0.0.1:" + relay_child.ready.rsplit(":", 1)[1]
+                    results.append(await one_round(relay, case, role, start, relay_child.pid))
+                    if case == "kill-relay":
+                        await relay_child.proc.wait()
                 rows.append(
                     {
                         "case": case,
@@ -181,7 +191,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "codes": sorted({r["code"] for r in results}, key=str),
                         "median_ms": round(median([r["seconds"] for r in results]) * 1000, 1),
                         "max_ms": round(max(r["seconds"] for r in results) * 1000, 1),
-                        "released": all(r["released"] for r in results),
+                        "released": None if case == "kill-relay" else all(r["released"] for r in results),
                         "rounds": len(results),
                     }
                 )

@@ -1,5 +1,6 @@
 """bench.faults, one round each: a peer killed with SIGKILL or cut off without a FIN (half-open, in a private
-network namespace) mid-stream; the survivor gets 1011 and the relay forgets the connection."""
+network namespace) mid-stream: the survivor gets 1011 and the relay forgets the connection; the relay killed
+with SIGKILL: the client sees its connection end (1006) at once."""
 
 from __future__ import annotations
 
@@ -40,9 +41,17 @@ def test_a_killed_or_vanished_peer_leaves_its_partner_a_1011(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     cases = {(r["case"], r["peer"]) for r in rows}
-    assert {("kill", "listener"), ("kill", "sender")} <= cases
+    assert {
+        ("kill", "listener"),
+        ("kill", "sender"),
+        ("kill-relay", "listener"),
+        ("kill-relay", "sender"),
+    } <= cases
     if private_network_namespace():
         assert {("half-open", "listener"), ("half-open", "sender")} <= cases
     for row in rows:
-        assert row["codes"] == [1011], row
-        assert row["released"], row
+        if row["case"] == "kill-relay":  # no relay left to send a Close or to ask
+            assert row["codes"] == [1006], row
+        else:
+            assert row["codes"] == [1011], row
+            assert row["released"], row
