@@ -187,6 +187,22 @@ async def test_a_client_that_never_completes_its_request_head_is_disconnected(re
     await writer.wait_closed()
 
 
+async def test_connections_the_relay_cuts_for_idling_give_their_source_slot_back(relay_factory, session):
+    # The soak found it: each slowloris the relay cut kept its per-source count, so after 1,000 cuts the
+    # address was refused (503 or a reset) forever.
+    relay = await relay_factory(limits=Limits(idle_timeout=0.2, max_connections_per_source=2))
+    for _ in range(3):  # more cuts than the limit
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"GET /$health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # cut by the relay
+        writer.close()
+        await writer.wait_closed()
+    async with aiohttp.ClientSession() as fresh:  # a new connection: fits under the limit again
+        async with fresh.get(f"{relay.http_url}/$health") as resp:
+            assert resp.status == 200
+
+
 async def test_an_idle_kept_alive_connection_is_closed_after_a_404(relay_factory):
     relay = await relay_factory(limits=Limits(idle_timeout=0.3))
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)

@@ -329,6 +329,9 @@ class ConnectionGate:
         self._admit = admit
         self._release = release
         self._counted: dict[asyncio.BaseTransport, str] = {}
+        # aiohttp's handler forgets its transport when it closes the connection itself (idle and keep-alive
+        # timeouts: force_close) before it reports the loss: remember which transport each handler had.
+        self._transports: dict[Any, asyncio.BaseTransport] = {}
 
     def install(self, runner: web.BaseRunner) -> None:
         """Hook the gate into ``runner``'s server (after ``runner.setup()``, before a site starts)."""
@@ -338,6 +341,7 @@ class ConnectionGate:
 
         def connection_made(handler: Any, transport: asyncio.Transport) -> None:
             made(handler, transport)
+            self._transports[handler] = transport
             peer = transport.get_extra_info("peername")
             source = str(peer[0]) if peer else "?"
             refusal = self._admit(source)
@@ -348,7 +352,7 @@ class ConnectionGate:
                 transport.close()
 
         def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
-            self.uncount(handler.transport)
+            self.uncount(self._transports.pop(handler, None))
             lost(handler, exc)
 
         # aiohttp's Server has no public hook for this; its handlers call these two methods on it.
