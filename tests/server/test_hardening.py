@@ -198,9 +198,8 @@ async def test_connections_the_relay_cuts_for_idling_give_their_source_slot_back
         assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # cut by the relay
         writer.close()
         await writer.wait_closed()
-    async with aiohttp.ClientSession() as fresh:  # a new connection: fits under the limit again
-        async with fresh.get(f"{relay.http_url}/$health") as resp:
-            assert resp.status == 200
+    async with session.get(f"{relay.http_url}/$health") as resp:  # a new connection fits under the limit
+        assert resp.status == 200
 
 
 async def test_an_idle_kept_alive_connection_is_closed_after_a_404(relay_factory):
