@@ -141,12 +141,15 @@ def _released_on_hang_up(request: web.Request) -> Iterator[None]:
 
     def check() -> None:
         nonlocal handle
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return  # aiohttp knows already
         try:
             state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
-        except OSError:  # the socket is closed already
+        except (OSError, ValueError):  # closed meanwhile (uvloop's socket says so with a ValueError)
             return
-        if state in _PEER_GONE_STATES and request.transport is not None:
-            request.transport.abort()
+        if state in _PEER_GONE_STATES:
+            transport.abort()
             return
         handle = loop.call_later(HANG_UP_POLL, check)
 
