@@ -219,12 +219,21 @@ class Child:
                 await self.proc.wait()
 
 
-async def spawn(name: str, args: list[str], *, ready_prefix: str = "ready", stderr: Any = None) -> Child:
-    """Start ``python -m bench.proc ARGS`` and wait for its ``ready ...`` line."""
+async def spawn(
+    name: str,
+    args: list[str],
+    *,
+    ready_prefix: str = "ready",
+    stderr: Any = None,
+    module: str = "bench.proc",
+    prefix: tuple[str, ...] = (),
+) -> Child:
+    """Start ``[PREFIX...] python -m MODULE ARGS`` and wait for its ``ready ...`` line."""
     proc = await asyncio.create_subprocess_exec(
+        *prefix,
         sys.executable,
         "-m",
-        "bench.proc",
+        module,
         *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 
 import aiohttp
 import pytest
@@ -117,6 +119,61 @@ async def test_a_flood_of_tiny_messages_lets_other_tasks_run():
     assert any(0 < n < flood for n in seen), seen[:5]
 
 
+async def test_a_sender_at_full_speed_lets_other_tasks_run_every_few_messages():
+    # Defect 12: 64 buffered 64 KiB messages per turn held the loop for 4 MiB of copying at a time.
+    a, b = memory_peer("a"), memory_peer("b")
+    count = 64  # one turn's worth under a message count alone
+    for _ in range(count):
+        a.remote_send(bytes(64 * 1024))
+    a.remote_close()
+    seen: list[int] = []
+
+    async def bystander() -> None:
+        while True:
+            seen.append(b.unread)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(bystander())
+    await asyncio.sleep(0)
+    run = asyncio.ensure_future(Splice(a, b, close_timeout=TIMEOUT).run())
+    while b.unread < count:
+        await asyncio.sleep(0)
+    watcher.cancel()
+    b.remote_close()
+    await asyncio.wait_for(run, TIMEOUT)
+    assert len({n for n in seen if 0 < n < count}) >= 8, sorted(set(seen))
+
+
+async def test_a_ping_flood_lets_other_tasks_run(relay: Relay, session):
+    from hyco.protocol.frames import Opcode, encode_frame
+    from tests.server.rawclient import RawStreamClient
+
+    listener = await RawListener.open(session, relay.url, "open")
+    connecting = asyncio.ensure_future(RawStreamClient.connect(f"{relay.url}/$hc/open?sb-hc-action=connect"))
+    rendezvous = await session.ws_connect((await listener.next_command())["accept"]["address"])
+    flooder = await asyncio.wait_for(connecting, TIMEOUT)
+    flood = 20_000
+    flooder.writer.write(encode_frame(Opcode.PING, mask=b"abcd") * flood)  # one write: all buffered at once
+    pongs = 2 * flood  # the relay's Pong frames are two bytes each
+    received = 0
+    seen: list[int] = []
+
+    async def bystander() -> None:
+        while True:
+            seen.append(received)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(bystander())
+    async with asyncio.timeout(TIMEOUT):
+        while received < pongs:
+            received += len(await flooder.reader.read(1 << 16))
+    watcher.cancel()
+    # The bystander ran again and again while the pings were being answered, not only between socket reads.
+    assert len({n for n in seen if 0 < n < pongs}) >= 20, sorted(set(seen))[:10]
+    flooder.close()
+    await rendezvous.close()
+
+
 # --- slow and silent clients are cut (defects 3 and 4) --------------------------------------------
 
 
@@ -128,6 +185,21 @@ async def test_a_client_that_never_completes_its_request_head_is_disconnected(re
     assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # closed by the relay
     writer.close()
     await writer.wait_closed()
+
+
+async def test_connections_the_relay_cuts_for_idling_give_their_source_slot_back(relay_factory, session):
+    # The soak found it: each slowloris the relay cut kept its per-source count, so after 1,000 cuts the
+    # address was refused (503 or a reset) forever.
+    relay = await relay_factory(limits=Limits(idle_timeout=0.2, max_connections_per_source=2))
+    for _ in range(3):  # more cuts than the limit
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"GET /$health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # cut by the relay
+        writer.close()
+        await writer.wait_closed()
+    async with session.get(f"{relay.http_url}/$health") as resp:  # a new connection fits under the limit
+        assert resp.status == 200
 
 
 async def test_an_idle_kept_alive_connection_is_closed_after_a_404(relay_factory):
@@ -161,6 +233,30 @@ async def test_a_stalled_small_body_ends_with_408_and_frees_its_slot(relay_facto
     await listener.ws.send_json({"response": {"requestId": command["request"]["id"], "statusCode": 204}})
     async with await asyncio.wait_for(request, TIMEOUT) as resp:
         assert resp.status == 204
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_sender_that_hangs_up_while_its_upload_waits_is_released_at_once(relay: Relay, session, how):
+    # request_timeout is 60 s: an exchange that outlives TIMEOUT was held for the listener, not released.
+    listener = await RawListener.open(session, relay.url, "open")
+    _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(b"POST /open/up HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n")
+    # More than the relay buffers before it stops reading (twice its 64 KiB read size), less than the
+    # sockets hold: the rest of the body waits in the kernel, unread, as the sender leaves.
+    writer.write(bytes(384 * 1024))
+    await writer.drain()
+    stub = (await listener.next_command())["request"]  # the listener is told, but does not dial yet
+    await wait_for_health(session, relay.http_url, "http_requests_in_flight", 1)
+    if how == "reset":
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    await writer.wait_closed()
+    await wait_for_health(session, relay.http_url, "http_requests_in_flight", 0)
+    # The exchange is over: the listener's late dial is refused.
+    err = await handshake_error(session.ws_connect(stub["address"]))
+    assert err.status == 403
+    await listener.ws.close()
 
 
 # --- conformance of the rendezvous (defect 11) ----------------------------------------------------

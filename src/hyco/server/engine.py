@@ -51,6 +51,8 @@ _OPCODES = {MessageKind.TEXT: WSMsgType.TEXT, MessageKind.BINARY: WSMsgType.BINA
 #: Close reasons must fit a control frame (125 bytes with the 2-byte code, RFC 6455 5.5).
 MAX_CLOSE_REASON = 123
 _SOCKET_ERRORS = (ClientConnectionResetError, ConnectionError, RuntimeError)
+#: Pings answered before a receiver lets other connections run (as splice and control pumps do per 64).
+CONTROL_FRAMES_PER_TURN = 64
 
 
 def unmask(key: bytes, payload: bytes) -> bytes:
@@ -72,11 +74,26 @@ class WebSocketPeer:
         self._request = request
 
     async def receive(self) -> Message:
-        """Next message; pings are answered by aiohttp; CLOSING/CLOSED/ERROR become GONE."""
-        try:
-            msg = await self._ws.receive()
-        except _SOCKET_ERRORS:
-            return Message(MessageKind.GONE)
+        """Next message; pings are answered here; CLOSING/CLOSED/ERROR become GONE."""
+        answered = 0
+        while True:
+            try:
+                msg = await self._ws.receive()
+            except _SOCKET_ERRORS:
+                return Message(MessageKind.GONE)
+            if msg.type is WSMsgType.PONG:
+                continue  # the heartbeat saw it already
+            if msg.type is not WSMsgType.PING:
+                break
+            try:
+                await self._ws.pong(msg.data)
+            except _SOCKET_ERRORS:
+                return Message(MessageKind.GONE)
+            # aiohttp's own autoping answers every buffered ping without ever yielding (tens of thousands
+            # per socket read): a ping flood would hold the event loop.
+            answered += 1
+            if answered % CONTROL_FRAMES_PER_TURN == 0:
+                await asyncio.sleep(0)
         kind = _DATA_KINDS.get(msg.type)
         if kind is not None:
             data = msg.data
@@ -333,7 +350,7 @@ class Handshake:
         ws = web.WebSocketResponse(
             protocols=(protocol,) if protocol else (),
             autoclose=False,
-            autoping=True,
+            autoping=False,  # answered in WebSocketPeer.receive, yielding to other connections
             compress=False,
             max_msg_size=max_message_size,
             heartbeat=heartbeat,
@@ -427,6 +444,9 @@ class ConnectionGate:
         self._admit = admit
         self._release = release
         self._counted: dict[asyncio.BaseTransport, str] = {}
+        # aiohttp's handler forgets its transport when it closes the connection itself (idle and keep-alive
+        # timeouts: force_close) before it reports the loss: remember which transport each handler had.
+        self._transports: dict[Any, asyncio.BaseTransport] = {}
 
     def install(self, runner: web.BaseRunner) -> None:
         """Hook the gate into ``runner``'s server (after ``runner.setup()``, before a site starts)."""
@@ -436,6 +456,7 @@ class ConnectionGate:
 
         def connection_made(handler: Any, transport: asyncio.Transport) -> None:
             made(handler, transport)
+            self._transports[handler] = transport
             peer = transport.get_extra_info("peername")
             source = str(peer[0]) if peer else "?"
             refusal = self._admit(source)
@@ -446,7 +467,7 @@ class ConnectionGate:
                 transport.close()
 
         def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
-            self.uncount(handler.transport)
+            self.uncount(self._transports.pop(handler, None))
             lost(handler, exc)
 
         # aiohttp's Server has no public hook for this; its handlers call these two methods on it.

@@ -13,8 +13,9 @@ Theory of operation:
   does). A rendezvous response body streams to the sender frame by frame: memory stays bounded for any size.
 * Deadlines: the sender's body may not stall longer than ``limits.body_timeout`` between two chunks (408), the
   response must start within the hybrid connection's ``request_timeout`` (504 otherwise), and a streamed
-  response body may not stall longer than that. A sender that hangs up cancels the exchange: the rendezvous
-  socket is closed, which tells the listener to stop.
+  response body may not stall longer than that. A sender that hangs up cancels the exchange (seen within
+  ``HANG_UP_POLL`` even while its body waits unread): the rendezvous socket is closed, which tells the
+  listener to stop.
 * Every exchange holds one admission slot (``capacity``) from admission to its end, whichever way it ends,
   and reserves the body bytes it can make the relay hold (``buffers``): its length when inline, the upload
   window when streamed (the sender is not read further until the listener's rendezvous takes the bytes).
@@ -26,8 +27,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -61,6 +63,10 @@ HOP_BY_HOP = UNFORWARDED_HEADERS | {
 #: Response headers the relay sets itself.
 RESPONSE_SKIP = HOP_BY_HOP | {"date", "server"}
 READ_CHUNK = 64 * 1024
+#: Seconds between two looks at a waiting sender's TCP state (see ``_released_on_hang_up``).
+HANG_UP_POLL = 0.5
+#: Linux TCP states (include/net/tcp_states.h) of a socket whose peer closed (CLOSE_WAIT) or reset (CLOSE).
+_PEER_GONE_STATES = frozenset({7, 8})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,44 @@ def _cut(request: web.Request, response: web.StreamResponse, why: str) -> web.St
     if request.transport is not None:
         request.transport.close()
     return response
+
+
+@contextlib.contextmanager
+def _released_on_hang_up(request: web.Request) -> Iterator[None]:
+    """Notice a sender that hangs up while the relay is not reading its body.
+
+    aiohttp cancels the handler when a connection is lost, but a sender whose upload waits for the listener
+    is not being read (its body window is full), so neither its FIN nor its reset is seen and the exchange
+    would wait for ``request_timeout``. Every ``HANG_UP_POLL`` seconds the socket's TCP state is read; once
+    the peer has closed (CLOSE_WAIT; aiohttp does not serve half-closed connections either) or reset it
+    (CLOSE), the connection is aborted, which cancels the handler as any lost connection does.
+    """
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is None or not hasattr(socket, "TCP_INFO"):  # not TCP, or not Linux: aiohttp's own detection
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    handle: asyncio.TimerHandle
+
+    def check() -> None:
+        nonlocal handle
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return  # aiohttp knows already
+        try:
+            state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        except (OSError, ValueError):  # closed meanwhile (uvloop's socket says so with a ValueError)
+            return
+        if state in _PEER_GONE_STATES:
+            transport.abort()
+            return
+        handle = loop.call_later(HANG_UP_POLL, check)
+
+    handle = loop.call_later(HANG_UP_POLL, check)
+    try:
+        yield
+    finally:
+        handle.cancel()
 
 
 def _body_reservation(request: web.Request) -> int:
@@ -199,7 +243,8 @@ class HttpForwarder:
             exchange = Exchange(f"{tracking_id}_{secrets.token_hex(16)}", tracking_id, hc.path)
             self._exchanges[exchange.id] = exchange
             try:
-                return await self._exchange(request, hc, suffix, raw_query, token_used, exchange, started)
+                with _released_on_hang_up(request):
+                    return await self._exchange(request, hc, suffix, raw_query, token_used, exchange, started)
             finally:
                 self._exchanges.pop(exchange.id, None)
                 exchange.finished.set()

@@ -30,8 +30,10 @@ __all__ = ["Splice", "SpliceResult", "splice"]
 #: Close codes that must never be sent on the wire (RFC 6455 7.4.1); forwarded as 1000.
 _RESERVED_CLOSE_CODES = {0, 1005, 1006, 1015}
 GOING_AWAY = 1001
-#: Messages moved by one pump before it lets other connections run.
+#: Messages, or bytes, moved by one pump before it lets other connections run (whichever comes first): a
+#: flood of tiny messages and a sender at full speed both leave room for everyone else.
 MESSAGES_PER_TURN = 64
+BYTES_PER_TURN = 256 * 1024
 #: A vanished peer is an error for the survivor (protocol.md 3.5: 1001 would read as a clean close by the
 #: sender on the listener's side, hiding a truncated upload).
 INTERNAL_ERROR = 1011
@@ -76,13 +78,16 @@ class Splice:
     async def pump(self, src: Peer, dst: Peer) -> None:
         """Move messages from ``src`` to ``dst`` until ``src`` closes or vanishes."""
         forward = src is self.a
-        handled = 0
+        handled = moved = 0
         while True:
             message = await src.receive()
             handled += 1
-            if handled % MESSAGES_PER_TURN == 0:
+            moved += len(message.data)
+            if handled == MESSAGES_PER_TURN or moved >= BYTES_PER_TURN:
                 # Buffered messages come back without a suspension point: yield now and then, so one
-                # connection's flood of tiny messages cannot hold the event loop (everyone else waits).
+                # connection's flood (of tiny messages, or of big ones at full speed) cannot hold the
+                # event loop (everyone else waits).
+                handled = moved = 0
                 await asyncio.sleep(0)
             if message.kind is MessageKind.CLOSE or message.kind is MessageKind.GONE:
                 self._count_linked(src, forward)
