@@ -34,6 +34,9 @@ _VALID_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 
 EARLY_LIMIT = 256 * 1024
 #: Payload size from which an incomplete frame gets a buffer of its own instead of waiting in the read buffer.
 LARGE_FRAME = 16 * 1024
+#: Frames handled per event-loop turn: a buffer full of tiny frames (a ping or empty-frame flood) is worked
+#: through in slices, so one client cannot hold the loop (the hardening issue's defect 2).
+FRAMES_PER_TURN = 64
 _GONE = Message(MessageKind.GONE)
 
 
@@ -65,6 +68,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
 
     __slots__ = (
         "_awaiting_pong",
+        "_budget_spent",
         "_buf",
         "_bytes",
         "_close_sent",
@@ -87,6 +91,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         "_pinged",
         "_timer",
         "_transport",
+        "_turn_pending",
         "_waiter",
         "_write_paused",
         "name",
@@ -119,6 +124,8 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._pinged = False
+        self._budget_spent = False  # the last parse stopped at FRAMES_PER_TURN with frames left
+        self._turn_pending = False  # frames are left in _buf for the next loop turn (FRAMES_PER_TURN)
 
     # --- set-up (the engine) ------------------------------------------------------------------
 
@@ -174,6 +181,26 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
             del self._buf[:used]
         elif used < len(view):
             self._buf = bytearray(memoryview(view)[used:])
+        if not self._turn_pending and self._budget_spent and not self._done:
+            # Frames are left over: stop reading and go on with them in the next loop turn.
+            self._turn_pending = True
+            self._pause_reading()
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_pending = False
+        if self._done or self._transport is None:
+            return
+        self.data_received(b"")
+        if not self._turn_pending and not self._holding_back():
+            self._resume_reading()
+
+    def _holding_back(self) -> bool:
+        """Whether reading stays paused for backpressure (the partner's send buffer, or frames kept early)."""
+        partner = self._partner
+        if partner is None:
+            return self._early_size > EARLY_LIMIT
+        return partner._write_paused
 
     def eof_received(self) -> bool | None:
         """The peer shut down its sending side: let the transport close (a WebSocket ends with a Close)."""
@@ -326,7 +353,13 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         """
         size = len(view)
         out: list[bytes | bytearray] = []
+        frames = 0
+        self._budget_spent = False
         while size - pos >= 2:
+            if frames == FRAMES_PER_TURN:
+                self._budget_spent = True
+                break
+            frames += 1
             first, second = view[pos], view[pos + 1]
             length = second & 0x7F
             head = pos + 2
