@@ -89,6 +89,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         "_on_lost",
         "_partner",
         "_pinged",
+        "_reading_paused",
         "_timer",
         "_transport",
         "_turn_pending",
@@ -124,6 +125,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._pinged = False
+        self._reading_paused = False  # we hold its data back (backpressure or FRAMES_PER_TURN)
         self._budget_spent = False  # the last parse stopped at FRAMES_PER_TURN with frames left
         self._turn_pending = False  # frames are left in _buf for the next loop turn (FRAMES_PER_TURN)
 
@@ -302,10 +304,12 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
 
     def _pause_reading(self) -> None:
         if self._writable() and not self._done:
+            self._reading_paused = True
             self._transport.pause_reading()  # type: ignore[union-attr]
 
     def _resume_reading(self) -> None:
         if self._writable():
+            self._reading_paused = False
             self._transport.resume_reading()  # type: ignore[union-attr]
 
     def _wake_drain(self) -> None:
@@ -333,6 +337,9 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         self._timer = None
         if self._done or not self._writable() or not self._heartbeat:
             return
+        if self._awaiting_pong and self._reading_paused:
+            # Its pong may be waiting unread behind data we hold back (backpressure): that is not silence.
+            self._awaiting_pong = False
         if self._awaiting_pong:
             self._end(_GONE)
             self.abort()
