@@ -53,15 +53,24 @@ class Tool:
     version: str
     binaries: tuple[str, ...]
     commands: tuple[str, ...] = ()  # Go: the packages to install
+    cargo_options: tuple[str, ...] = ()
 
     def install_line(self) -> str:
         if self.toolchain == "cargo":
-            return f"cargo install --version {self.version} {self.package}"
+            return " ".join(["cargo install --version", self.version, *self.cargo_options, self.package])
         return f"go install {' '.join(self.commands)} (module {self.package}@{self.version})"
 
 
 TOOLS = (
-    Tool("rathole", "cargo", "rathole", "0.5.0", ("rathole",)),
+    # Plain TCP transport only, which is what the bench runs: no TLS, Noise or WebSocket transports to compile.
+    Tool(
+        "rathole",
+        "cargo",
+        "rathole",
+        "0.5.0",
+        ("rathole",),
+        cargo_options=("--no-default-features", "--features", "server,client"),
+    ),
     Tool(
         "frp",
         "go",
@@ -96,7 +105,18 @@ def _build(tool: Tool, root: Path) -> str:
     log = root / "logs" / f"{tool.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     if tool.toolchain == "cargo":
-        steps = [["cargo", "install", "--version", tool.version, "--root", str(root), tool.package]]
+        steps = [
+            [
+                "cargo",
+                "install",
+                "--version",
+                tool.version,
+                *tool.cargo_options,
+                "--root",
+                str(root),
+                tool.package,
+            ]
+        ]
         cwd, env = root, dict(os.environ)
     else:
         cwd = root / "gomod"
