@@ -62,7 +62,7 @@ class Tool:
 
 
 TOOLS = (
-    # Plain TCP transport only, which is what the bench runs: no TLS, Noise or WebSocket transports to compile.
+    # rathole: its plain TCP transport only, which the bench runs (no TLS, Noise or WebSocket to compile).
     Tool(
         "rathole",
         "cargo",
