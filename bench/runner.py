@@ -281,6 +281,20 @@ def fmt(value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def aligned(rows: list[list[str]], left: int) -> list[str]:
+    """Text table lines: the first row is the header, ruled below; the first ``left`` columns flush left."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
     """The one table: every metric per loop with hyco, baselines and ratios; then the targets."""
     header = ["loop", "scenario", "unit", "hyco", "direct", "haproxy", "hyco/direct", "hyco/haproxy"]
@@ -302,15 +316,7 @@ def table(report: dict[str, Any]) -> str:
                     f"{rh:.2f}x" if rh is not None else "-",
                 ]
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = aligned(rows, left=3)
     for loop, result in report["loops"].items():
         lines.extend(forward_peers(loop, result["metrics"]))
     lines.append("")
@@ -350,23 +356,14 @@ def forward_peers(loop: str, metrics: list[dict[str, Any]]) -> list[str]:
             continue
         row = [peer if peer != "hyco" else "hyco forward"]
         for key in keys:
-            med = by.get(key, {}).get("median", {})
-            row.append(fmt(med.get(peer)))
+            metric = by.get(key, {})
+            row.append(fmt(metric.get("median", {}).get(peer)))
             if key in ("6-up", "6-down", "6-p50"):
-                ratio = by[key].get("over_direct", {}).get(peer)
+                ratio = metric.get("over_direct", {}).get(peer)
                 row.append(f"{ratio:.2f}x" if ratio is not None else "-")
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["", f"[{loop}] scenario 6 by peer (median of runs; CPU: the peer's own processes)"]
-    for n, row in enumerate(rows):
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
+    title = f"[{loop}] scenario 6 by peer (median of runs; CPU: the peer's own processes)"
+    return ["", title, *aligned(rows, left=1)]
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
