@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import tunnels
 from bench.common import (
     BLOCK,
     MSG,
@@ -26,7 +27,8 @@ from bench.common import (
     start_haproxy,
 )
 
-TARGETS = ("hyco", "direct", "haproxy")
+#: Every peer a figure can have; the tunnels only in scenario 6.
+TARGETS = ("hyco", "direct", "haproxy", *tunnels.NAMES)
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Options:
     profile_dir: Path | None = None
     run_index: int = 0
     pyspy: str | None = None
+    tunnels: list[tunnels.Prepared] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +114,18 @@ class Env:
             args += ["--chunk-size", chunk]
         name = "forward -L" if local else "forward -R"
         return await self._track(await spawn(name, args))
+
+    async def tunnel(self, prepared: tunnels.Prepared, tcp_server: Child) -> tunnels.Tunnel:
+        """``prepared``'s server and client carrying scenario 6's TCP server; both stopped by :meth:`close`.
+
+        Raises:
+            RuntimeError: it did not come up (see :func:`bench.tunnels.start`).
+        """
+        port = int(tcp_server.ready.rsplit(":", 1)[1])
+        tunnel = await tunnels.start(prepared, self.options.workdir, port)
+        await self._track(tunnel.server)
+        await self._track(tunnel.client)
+        return tunnel
 
     async def haproxy(self, direct: Child, maxconn: int = 9900) -> Child | None:
         if not self.options.haproxy:

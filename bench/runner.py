@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -20,7 +21,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import profile, s1_stream, s2_roundtrip, s3_rendezvous, s4_concurrency, s5_http, s6_forward
+from bench import (
+    profile,
+    s1_stream,
+    s2_roundtrip,
+    s3_rendezvous,
+    s4_concurrency,
+    s5_http,
+    s6_forward,
+    tunnels,
+)
 from bench.common import find_haproxy, machine, median, run, uvloop_available
 from bench.env import TARGETS, Env, Metric, Options
 
@@ -45,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="py-spy the relay in scenarios 1-3, relay and forwarders in 6 (run 1)",
     )
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    parser.add_argument(
+        "--tunnels",
+        choices=["install", "installed", "none"],
+        default="installed" if os.environ.get("CI") else "install",
+        help="scenario 6's rathole, frp, chisel and bore: build the missing ones from their registries into "
+        "~/.cache/hyco-bench (default; 'installed' under CI), use only those built already, or none",
+    )
     args = parser.parse_args(argv)
     args.scenarios = sorted({int(s) for s in args.scenarios.split(",") if s.strip()})
     unknown = set(args.scenarios) - set(SCENARIOS)
@@ -69,7 +86,9 @@ def haproxy_version(binary: str | None) -> str:
 # --- measuring ------------------------------------------------------------------------------------
 
 
-async def measure_loop(args: argparse.Namespace, loop: str, workdir: Path, out: Path) -> dict[str, Any]:
+async def measure_loop(
+    args: argparse.Namespace, loop: str, workdir: Path, out: Path, peers: list[tunnels.Prepared]
+) -> dict[str, Any]:
     """All scenarios x runs on one event loop kind; returns medians, per-run values and errors."""
     haproxy = find_haproxy()
     pyspy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
@@ -78,7 +97,8 @@ async def measure_loop(args: argparse.Namespace, loop: str, workdir: Path, out: 
     for index in range(args.runs):
         for number in args.scenarios:
             module = SCENARIOS[number]
-            options = Options(args.quick, loop, workdir, haproxy, out if args.profile else None, index, pyspy)
+            profile_dir = out if args.profile else None
+            options = Options(args.quick, loop, workdir, haproxy, profile_dir, index, pyspy, peers)
             env = Env(options, number)
             started = time.monotonic()
             print(f"[{loop}] run {index + 1}/{args.runs} scenario {number} ({module.TITLE}) ...", flush=True)
@@ -119,6 +139,8 @@ def combine(per_run: list[Metric]) -> dict[str, Any]:
         entry["hyco_over_haproxy"] = med["hyco"] / med["haproxy"]
     if med.get("direct") and "haproxy" in med:
         entry["haproxy_over_direct"] = med["haproxy"] / med["direct"]
+    if med.get("direct"):
+        entry["over_direct"] = {t: v / med["direct"] for t, v in med.items() if t != "direct"}
     return entry
 
 
@@ -194,7 +216,24 @@ def evaluate(metrics: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]
                 note,
             )
     out.extend(against_haproxy(by))
+    out.extend(against_tunnels(by))
     return out
+
+
+def against_tunnels(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 10's forward target: hyco forward's bulk throughput, both ways, at or above every tunnel's."""
+    if "6-up" not in by or "6-down" not in by:
+        return []
+    up, down = by["6-up"]["median"], by["6-down"]["median"]
+    if "hyco" not in up or "hyco" not in down:
+        return []
+    measured = [t for t in tunnels.NAMES if t in up and t in down]
+    if not measured:
+        return []
+    ratios = {t: (up["hyco"] / up[t], down["hyco"] / down[t]) for t in measured}
+    figure = ", ".join(f"{t} up {u:.2f}x down {d:.2f}x" for t, (u, d) in ratios.items())
+    met = min(min(pair) for pair in ratios.values()) >= 1
+    return [_target("6 forward", "throughput >= every tunnel's", f"hyco over {figure}", met)]
 
 
 def against_haproxy(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -242,6 +281,20 @@ def fmt(value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def aligned(rows: list[list[str]], left: int) -> list[str]:
+    """Text table lines: the first row is the header, ruled below; the first ``left`` columns flush left."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
     """The one table: every metric per loop with hyco, baselines and ratios; then the targets."""
     header = ["loop", "scenario", "unit", "hyco", "direct", "haproxy", "hyco/direct", "hyco/haproxy"]
@@ -263,15 +316,9 @@ def table(report: dict[str, Any]) -> str:
                     f"{rh:.2f}x" if rh is not None else "-",
                 ]
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = aligned(rows, left=3)
+    for loop, result in report["loops"].items():
+        lines.extend(forward_peers(loop, result["metrics"]))
     lines.append("")
     for loop, result in report["loops"].items():
         for t in result["targets"]:
@@ -281,7 +328,42 @@ def table(report: dict[str, Any]) -> str:
         for error in result["errors"]:
             lines.append(f"[{loop}] error: {error}")
     lines.append(f"haproxy: {report['haproxy']}")
+    for name, state in report.get("tunnels", {}).items():
+        lines.append(f"{name}: {state}")
     return "\n".join(lines)
+
+
+def forward_peers(loop: str, metrics: list[dict[str, Any]]) -> list[str]:
+    """Scenario 6 with one row per peer (hyco forward, direct, haproxy, the tunnels); empty without it."""
+    by = {m["key"]: m for m in metrics}
+    if "6-up" not in by:
+        return []
+    keys = ("6-up", "6-down", "6-p50", "6-cpu-up", "6-cpu-down")
+    header = [
+        "peer",
+        "up MB/s",
+        "x direct",
+        "down MB/s",
+        "x direct",
+        "p50 µs",
+        "x direct",
+        "CPU s/GB up",
+        "down",
+    ]
+    rows = [header]
+    for peer in TARGETS:
+        if peer not in by["6-up"]["median"]:
+            continue
+        row = [peer if peer != "hyco" else "hyco forward"]
+        for key in keys:
+            metric = by.get(key, {})
+            row.append(fmt(metric.get("median", {}).get(peer)))
+            if key in ("6-up", "6-down", "6-p50"):
+                ratio = metric.get("over_direct", {}).get(peer)
+                row.append(f"{ratio:.2f}x" if ratio is not None else "-")
+        rows.append(row)
+    title = f"[{loop}] scenario 6 by peer (median of runs; CPU: the peer's own processes)"
+    return ["", title, *aligned(rows, left=1)]
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
@@ -336,9 +418,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loops": {},
     }
     print(f"hyco benchmarks: {command}\nhaproxy: {report['haproxy']}", flush=True)
+    peers = tunnels.prepare(args.tunnels if 6 in args.scenarios else "none")
+    report["tunnels"] = {
+        p.tool.name: f"{p.tool.version} ({p.bin})" if p.bin else f"skipped: {p.reason}" for p in peers
+    }
+    for name, state in report["tunnels"].items():
+        print(f"{name}: {state}", flush=True)
     with tempfile.TemporaryDirectory(prefix="hyco-bench-") as tmp:
         for loop in args.loops:
-            result = run(measure_loop(args, loop, Path(tmp), out), loop)
+            result = run(measure_loop(args, loop, Path(tmp), out, peers), loop)
             result["targets"] = evaluate(result["metrics"], args.quick)
             report["loops"][loop] = result
     text = table(report)

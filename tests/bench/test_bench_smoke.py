@@ -51,8 +51,11 @@ def test_quick_round_trip_scenario_writes_the_expected_json(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_quick_forward_scenario_measures_hyco_direct_and_haproxy(tmp_path: Path) -> None:
     out = tmp_path / "results"
+    command = [str(ROOT / "scripts" / "bench"), "--quick", "--scenarios", "6", "--runs", "1"]
+    command += ["--out", str(out)]
+    command += ["--tunnels", "none"]  # the tests never build or run rathole, frp, chisel or bore
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "bench"), "--quick", "--scenarios", "6", "--runs", "1", "--out", str(out)],
+        command,
         capture_output=True,
         text=True,
         timeout=60,
@@ -64,7 +67,15 @@ def test_quick_forward_scenario_measures_hyco_direct_and_haproxy(tmp_path: Path)
     (loop,) = report["loops"].values()
     assert loop["errors"] == []
     metrics = {m["key"]: m for m in loop["metrics"]}
-    assert set(metrics) == {"6-up", "6-down", "6-p50", "6-p99", "6-rate"}
+    assert set(metrics) == {"6-up", "6-down", "6-p50", "6-p99", "6-rate", "6-cpu-up", "6-cpu-down"}
+    for key in ("6-cpu-up", "6-cpu-down"):  # CPU per GB of the processes in the middle: none for direct
+        cpu = metrics.pop(key)
+        assert cpu["median"]["hyco"] > 0
+        assert "direct" not in cpu["median"]
+        if not report["haproxy"].startswith("absent"):
+            assert cpu["median"]["haproxy"] > 0
+    assert all(state.startswith("skipped") for state in report["tunnels"].values())
+    assert "scenario 6 by peer" in proc.stdout
     for metric in metrics.values():
         assert metric["median"]["hyco"] > 0
         assert metric["median"]["direct"] > 0
