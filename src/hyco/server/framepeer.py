@@ -78,6 +78,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         "_early",
         "_early_size",
         "_ending",
+        "_heard",
         "_heartbeat",
         "_large",
         "_large_filled",
@@ -125,6 +126,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._pinged = False
+        self._heard = False  # a frame came since the last heartbeat
         self._reading_paused = False  # we hold its data back (backpressure or FRAMES_PER_TURN)
         self._budget_spent = False  # the last parse stopped at FRAMES_PER_TURN with frames left
         self._turn_pending = False  # frames are left in _buf for the next loop turn (FRAMES_PER_TURN)
@@ -345,6 +347,13 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
             self.abort()
             return
         loop = asyncio.get_running_loop()
+        if self._heard and not self._pinged:
+            # Frames came since the last beat: the peer is alive, no ping needed (as aiohttp's heartbeat);
+            # a peer busy sending is not cut because its pong waits behind its own data.
+            self._heard = False
+            self._timer = loop.call_later(self._heartbeat, self._beat)
+            return
+        self._heard = False
         if self._pinged:  # the pong came: rest for the other half of the interval
             self._pinged = False
         else:
@@ -412,6 +421,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
                 break
             pos = end
             self._awaiting_pong = False
+            self._heard = True
             if key is not None:
                 payload: bytes | bytearray = (
                     view[head:end] if isinstance(view, bytearray) else bytearray(memoryview(view)[head:end])
@@ -441,6 +451,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         if self._large_filled == len(large):
             self._large = None
             self._awaiting_pong = False
+            self._heard = True
             if self._large_key is not None:
                 mask_in_place(self._large_key, large)
             out: list[bytes | bytearray] = []
