@@ -63,6 +63,18 @@ def listen_url(relay_url: str, listener_id: str, path: str = PATH) -> str:
     return f"{relay_url}/$hc/{path}?sb-hc-action=listen&sb-hc-id={listener_id}"
 
 
+async def stdin_reader() -> asyncio.StreamReader:
+    """This process's standard input as an asyncio stream (the harness drives its children through it).
+
+    Raises:
+        OSError, ValueError: stdin cannot be watched (not a pipe, or closed).
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -33,7 +33,6 @@ import os
 import random
 import socket
 import struct
-import sys
 import time
 import uuid
 import zlib
@@ -46,7 +45,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import WSMsgType
 
-from bench.common import KEY, KEY_NAME, connect_url, listen_url, token
+from bench.common import KEY, KEY_NAME, connect_url, listen_url, stdin_reader, token
 from hyco.protocol.frames import Opcode, encode_frame
 from hyco.protocol.sas import create_token
 
@@ -682,9 +681,7 @@ def summary(ctx: Ctx) -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    reader = await stdin_reader()
 
     async def watch_stdin() -> None:
         while (line := await reader.readline()) and line.strip() != b"stop":

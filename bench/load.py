@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType
 
-from bench.common import auth_headers, children, connect_url, open_files, relay_config_text, rss
+from bench.common import auth_headers, children, connect_url, open_files, relay_config_text, rss, stdin_reader
 
 MESSAGE = 16 * 1024
 
@@ -41,9 +41,7 @@ async def sender_main(args: argparse.Namespace) -> None:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         print("ready", flush=True)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        reader = await stdin_reader()
         while line := (await reader.readline()).decode().split():
             if line[0] == "open":
                 result = await open_all(session, args.relay, int(line[1]), held)

@@ -45,7 +45,18 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp._websocket.helpers import websocket_mask
 
-from bench.common import BLOCK, KEY, KEY_NAME, MSG, SMALL, auth_headers, connect_url, listen_url, run
+from bench.common import (
+    BLOCK,
+    KEY,
+    KEY_NAME,
+    MSG,
+    SMALL,
+    auth_headers,
+    connect_url,
+    listen_url,
+    run,
+    stdin_reader,
+)
 from hyco.protocol.frames import FrameParser, Opcode
 
 WS_MAX = 16 * 1024 * 1024
@@ -358,9 +369,7 @@ async def holder_main(args: argparse.Namespace) -> None:
         url, headers = f"{args.url}/ws", {}
     async with aiohttp.ClientSession(connector=connector) as session:
         print("ready", flush=True)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        reader = await stdin_reader()
         while line := (await reader.readline()).decode().split():
             if line[0] == "open":
                 count, concurrency = int(line[1]), int(line[2])
@@ -454,9 +463,8 @@ async def until_stopped() -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reader = asyncio.StreamReader()
     with contextlib.suppress(OSError, ValueError):
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        reader = await stdin_reader()
 
         async def watch_stdin() -> None:
             while await reader.read(4096):
