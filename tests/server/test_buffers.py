@@ -131,7 +131,8 @@ async def test_a_burst_of_waiting_uploads_stays_within_the_budget_and_memory_is_
             await asyncio.gather(*(answer(session, stub) for stub in stubs))
             assert sorted(await asyncio.gather(*senders)) == [200] * len(stubs) + [503] * len(refused)
             after.append(rss(pid))
-        # The second burst reuses the first one's memory (a leak of an eighth of the bytes uploaded shows here or
-        # above). Not tighter than 12 MiB: on a loaded machine the allocator's high-water mark moved by 9-10 MiB.
+        # The second burst reuses the first one's memory (a leak of an eighth of the bytes uploaded shows
+        # here or above). Not tighter than 12 MiB: on a loaded machine the allocator's high-water mark moved
+        # by 9-10 MiB.
         assert after[1] - after[0] < 12 * MIB, (idle, after)
         await listener.ws.close()

@@ -205,6 +205,8 @@ def _detach(handler: Any, transport: asyncio.Transport) -> Callable[[Exception |
     server = handler._manager
     gate: ConnectionGate | None = getattr(server, _GATE_ATTRIBUTE, None)
     type(server).connection_lost(server, handler, None)
+    if gate is not None:
+        gate.forget(handler)
     handler.transport = None
 
     def lost(_: Exception | None) -> None:
@@ -474,6 +476,12 @@ class ConnectionGate:
         setattr(server, "connection_made", connection_made)  # noqa: B010
         setattr(server, "connection_lost", connection_lost)  # noqa: B010
         setattr(server, _GATE_ATTRIBUTE, self)  # connections the engine detaches are uncounted by it
+
+    def forget(self, handler: Any) -> None:
+        """Drop ``handler`` without uncounting its connection: the engine took the transport from it (and
+        uncounts it when the connection ends). Without this the gate would keep every detached handler, and
+        through it the transport, parser and peer, for the relay's life."""
+        self._transports.pop(handler, None)
 
     def uncount(self, transport: asyncio.BaseTransport | None) -> None:
         """Stop counting ``transport``'s connection (idempotent; unknown transports are ignored)."""
