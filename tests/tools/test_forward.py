@@ -20,6 +20,9 @@ import pytest
 from aiohttp import web
 
 from hyco import ConnectionRejected, InvalidInput, TokenProvider
+from hyco.client._net import NetOptions
+from hyco.client._rawws import RawWebSocket
+from hyco.protocol.uri import Action, parse_address
 from hyco.server import Relay, ServerConfig, serve
 from hyco.tools.forward import (
     Forwarder,
@@ -150,6 +153,35 @@ async def test_the_server_half_closes_and_the_client_keeps_sending(relay: Relay)
             writer.write_eof()
             assert await received == b"late data"
             writer.close()
+
+
+async def test_a_fragmented_message_is_forwarded_byte_exact(relay: Relay) -> None:
+    # The official clients stream a message as many frames (protocol.md 4.3); the relay forwards them as
+    # frames, so the remote side receives continuations and must pass each one's bytes on in order.
+    payload = os.urandom(MiB + 333)
+    address = parse_address(relay.url, "echo")
+    token = await TokenProvider.from_shared_access_key(KEY_NAME, KEY).get_token(address.audience)
+
+    async def fragments() -> AsyncIterator[bytes]:
+        for start in range(0, len(payload), 100_000):
+            yield payload[start : start + 100_000]
+
+    async with tcp_server(echo_handler) as port, tunnel(relay, f"echo:{port}"):
+        async with asyncio.timeout(TIMEOUT):
+            sender = await RawWebSocket.connect(
+                address.websocket_url(Action.CONNECT, "fragments"),
+                options=NetOptions(),
+                what="test sender",
+                timeout=TIMEOUT,
+                headers={"ServiceBusAuthorization": token.token},
+            )
+            assert await sender.send_binary_stream(fragments()) == len(payload)
+            echoed = bytearray()
+            while len(echoed) < len(payload):
+                echoed += (await sender.receive_frame()).payload
+            assert echoed == payload
+            await sender.close()  # Close 1000: the target sees EOF, and the remote side closes in turn
+            assert sender.close_received is not None and sender.close_received[0] == 1000
 
 
 async def test_real_http_server_through_the_tunnel(relay: Relay) -> None:
