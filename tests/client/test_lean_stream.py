@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from hyco import HybridConnectionClient, StreamBroken
+from hyco.client._wsconn import WsConnection
 from hyco.protocol.frames import Frame, FrameParser, Opcode, encode_close, encode_frame
 from tests.conftest import TIMEOUT
 
@@ -236,3 +237,67 @@ async def test_a_framing_error_from_the_relay_breaks_the_stream_with_1002() -> N
                 await stream.read()
             assert broken.value.close_code == 1006
             assert "masked frame" in str(broken.value)
+
+
+class Recorder:
+    """A frame sink that keeps what the connection delivers."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, bool, bool]] = []
+        self.closed: tuple[int, str] | None = None
+
+    def frame(self, payload: bytes | bytearray | memoryview, text: bool, fin: bool) -> None:
+        self.frames.append((bytes(payload), text, fin))
+
+    def closed_by_peer(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def lost(self, error: BaseException | None) -> None:
+        pass
+
+    def send_paused(self) -> None:
+        pass
+
+    def send_resumed(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("piece", [1, 5, 1000, 16397, 70000])
+async def test_frames_split_anywhere_between_reads_are_delivered_intact(piece: int) -> None:
+    # Every way a read can cut the frame stream: inside a header, inside a small payload, inside a large
+    # payload (which gets a buffer of its own), right at the boundaries; and more frames in one read than
+    # are handled per loop turn.
+    sizes = [0, 1, 125, 126, 16383, 16384, 65535, 65536, 20000]
+    payloads = [os.urandom(n) for n in sizes]
+    wire = b"".join(
+        encode_frame(Opcode.BINARY, p, fin=i % 3 != 0)
+        if i % 3 == 0
+        else encode_frame(Opcode.CONTINUATION, p, fin=i % 3 == 2)
+        for i, p in enumerate(payloads)
+    )
+    wire = encode_frame(Opcode.PING, b"p") * 150 + wire  # past the per-turn frame budget in one read
+    wire += encode_frame(Opcode.TEXT, b"done") + encode_frame(Opcode.CLOSE, encode_close(1000, "bye"))
+    expected = [(p, False, i % 3 == 2) for i, p in enumerate(payloads)] + [(b"done", True, True)]
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # closed at the end (the client's pongs go there unread)
+
+    server = await asyncio.start_server(keep, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await asyncio.get_running_loop().create_connection(asyncio.Protocol, "127.0.0.1", port)
+        connection = WsConnection.take_over(transport, b"", lambda exc: None)  # type: ignore[arg-type]
+        recorder = Recorder()
+        connection.attach(recorder)
+        for start in range(0, len(wire), piece):
+            connection.data_received(wire[start : start + piece])
+        async with asyncio.timeout(TIMEOUT):
+            while recorder.closed is None:  # the per-turn frame budget leaves frames for later loop turns
+                await asyncio.sleep(0)
+        assert recorder.frames == expected
+        assert recorder.closed == (1000, "bye")
+        transport.close()
+        for writer in accepted:
+            writer.close()

@@ -40,16 +40,21 @@ EARLY_LIMIT = 256 * 1024
 _KEY_POOL = 4096
 #: Close reasons must fit a control frame (125 bytes with the 2-byte code, RFC 6455 5.5).
 MAX_CLOSE_REASON = 123
+#: Frames handled per event-loop turn (a flood of tiny frames is worked through in slices).
 _FRAMES_PER_TURN = 64
+#: Payload size from which an incomplete frame gets a buffer of its own instead of waiting in the tail.
+_LARGE_FRAME = 16 * 1024
+#: The longest tail that can be short of a frame: a small frame, or the 14-byte header of a large one.
+_STITCH = _LARGE_FRAME + 14
 
 
 class FrameSink(Protocol):
     """Where a :class:`WsConnection` delivers what it reads."""
 
-    def frame(self, payload: bytes | memoryview, text: bool, fin: bool) -> None:
+    def frame(self, payload: bytes | bytearray | memoryview, text: bool, fin: bool) -> None:
         """One data frame's payload; ``text`` is the message's type (also on continuations).
 
-        A ``memoryview`` is only valid during the call: copy it (``bytes()``) to keep it.
+        The payload is never changed afterwards (a ``memoryview`` is a view of an immutable read).
         """
 
     def closed_by_peer(self, code: int, reason: str) -> None:
@@ -83,11 +88,15 @@ class WsConnection(asyncio.Protocol):
     __slots__ = (
         "_buf",
         "_continuing",
+        "_deferred",
         "_done",
         "_drained",
         "_held",
         "_key_at",
         "_keys",
+        "_large",
+        "_large_filled",
+        "_large_fin",
         "_lost",
         "_on_lost",
         "_sink",
@@ -114,6 +123,10 @@ class WsConnection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._turn_pending = False
         self._held = False  # the sink asked us to stop reading
+        self._deferred: bytes | memoryview | None = None  # received, left for the next turn
+        self._large: bytearray | None = None  # the payload of a large data frame still arriving
+        self._large_filled = 0
+        self._large_fin = False
         #: Whether we sent a Close.
         self.close_sent = False
         #: ``(code, reason)`` of the peer's Close, once it came.
@@ -150,6 +163,9 @@ class WsConnection(asyncio.Protocol):
             return
         if self._write_paused:
             sink.send_paused()
+        if self._buf and self._large is None and self._deferred is None:
+            early, self._buf = bytes(self._buf), bytearray()  # kept before any sink: parse them now
+            self._deferred = early
         self.resume_reading()
 
     # --- asyncio protocol callbacks ---------------------------------------------------------------
@@ -158,17 +174,17 @@ class WsConnection(asyncio.Protocol):
         """Parse every complete frame and hand it to the sink."""
         if self._done:
             return
-        if self._sink is None or self._buf:
+        if self._sink is None:
             self._buf += data
-            if self._sink is None:
-                if len(self._buf) > EARLY_LIMIT:
-                    self._transport.pause_reading()
-                return
-            self._parse()
+            if len(self._buf) > EARLY_LIMIT:
+                self._transport.pause_reading()
             return
-        used = self._frames(data)
-        if used < len(data) and not self._done:
-            self._buf += memoryview(data)[used:]
+        if self._deferred is not None:
+            # Frames wait for the next loop turn and reading is paused, yet a transport may still deliver
+            # what it had (TLS): keep the order.
+            self._deferred = bytes(self._deferred) + data
+            return
+        self._consume(data)
 
     def eof_received(self) -> bool | None:
         """The relay shut its side: let the transport close (a WebSocket ends with a Close)."""
@@ -206,31 +222,74 @@ class WsConnection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
-        """Read again (frames already buffered are delivered first)."""
+        """Read again (frames already received are delivered first)."""
         self._held = False
-        if self._done or self._transport.is_closing():
+        if self._done or self._transport.is_closing() or self._sink is None:
             return
-        self._parse()
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            self._consume(deferred)
         if not self._turn_pending and not self._held and not self._done:
             self._transport.resume_reading()
-
-    def _parse(self) -> None:
-        if not self._buf or self._sink is None or self._done:
-            return
-        used = self._frames(self._buf)
-        del self._buf[:used]
 
     def _next_turn(self) -> None:
         self._turn_pending = False
         if not self._held:
             self.resume_reading()
 
-    def _frames(self, view: bytes | bytearray) -> int:
-        """Handle the complete frames in ``view``; returns the number of bytes used."""
+    def _consume(self, data: bytes | memoryview) -> None:
+        """Deliver the frames ``data`` completes: first the large frame or the tail left by the last read."""
+        pos = 0
+        if self._large is not None:
+            pos = self._fill(data, pos)
+            if self._large is not None or self._done:
+                return
+        if self._buf:
+            # A tail too short to be a frame: complete it from the first bytes of ``data`` (a small frame,
+            # or the header of a large one, fits in _STITCH bytes), without copying the rest.
+            before = len(self._buf)
+            self._buf += data[pos : pos + _STITCH]
+            used = self._frames(self._buf, 0, once=True)
+            if used == 0 and self._large is None:
+                return  # still incomplete: all of ``data`` is in the tail now
+            pos += used - before
+            self._buf.clear()
+            if self._large is not None:
+                pos = self._fill(data, pos)
+                if self._large is not None:
+                    return
+            if self._done:
+                return
+        used = self._frames(data, pos)
+        if self._done or used == len(data):
+            return
+        if self._turn_pending:
+            self._deferred = memoryview(data)[used:]
+        else:
+            self._buf += data[used:]
+
+    def _fill(self, data: bytes | memoryview, pos: int) -> int:
+        """Copy the next part of the large frame's payload from ``data[pos:]``; returns the new position."""
+        large = self._large
+        assert large is not None
+        filled = self._large_filled
+        count = min(len(large) - filled, len(data) - pos)
+        large[filled : filled + count] = memoryview(data)[pos : pos + count]
+        self._large_filled = filled + count
+        if self._large_filled == len(large):
+            self._large = None
+            assert self._sink is not None
+            self._sink.frame(large, self._text, self._large_fin)
+        return pos + count
+
+    def _frames(self, view: bytes | bytearray | memoryview, pos: int, *, once: bool = False) -> int:
+        """Handle the complete frames in ``view`` from ``pos`` (only the first with ``once``); returns the
+        position up to which ``view`` was used. An incomplete large data frame becomes ``_large``, filled
+        by :meth:`_fill` as the rest arrives (each byte is copied once)."""
         sink = self._sink
         assert sink is not None
-        size, pos, count = len(view), 0, 0
-        whole = isinstance(view, bytes)  # an immutable read: payloads can be views of it
+        size, count = len(view), 0
+        whole = not isinstance(view, bytearray)  # immutable bytes: payloads can be views of them
         while size - pos >= 2 and not self._done:
             if count == _FRAMES_PER_TURN:
                 # A flood of tiny frames (pings) must not hold the loop: go on next turn.
@@ -249,32 +308,42 @@ class WsConnection(asyncio.Protocol):
                 if size - head < 8:
                     break
                 length, head = int.from_bytes(view[head : head + 8], "big"), head + 8
-            if size - head < length:
-                break
             opcode, fin = first & 0x0F, bool(first & _FIN)
             if second & 0x80 or first & 0x70:
                 self._fail("a masked frame or reserved bits from the relay")
                 break
-            end = head + length
-            pos = end
             if opcode <= BINARY:
                 if (opcode == CONTINUATION) != self._continuing:
                     self._fail("a data frame out of sequence")
                     break
-                if opcode != CONTINUATION:
-                    self._text = opcode == TEXT
-                self._continuing = not fin
-                payload = memoryview(view)[head:end] if whole else bytes(view[head:end])
-                sink.frame(payload, self._text, fin)
-                continue
-            if opcode > PONG or opcode < CLOSE or not fin or length > 125:
+            elif opcode > PONG or opcode < CLOSE or not fin or length > 125:
                 self._fail("a bad control frame")
                 break
-            if opcode == PING:
+            end = head + length
+            if end > size:
+                if length >= _LARGE_FRAME:  # only data frames are this large
+                    self._start_data(opcode, fin)
+                    self._large = bytearray(length)
+                    self._large[: size - head] = memoryview(view)[head:size]
+                    self._large_filled, self._large_fin = size - head, fin
+                    pos = size
+                break
+            pos = end
+            if opcode <= BINARY:
+                self._start_data(opcode, fin)
+                sink.frame(memoryview(view)[head:end] if whole else view[head:end], self._text, fin)
+            elif opcode == PING:
                 self._write(PONG, bytes(view[head:end]))
             elif opcode == CLOSE:
                 self._closed_by_peer(bytes(view[head:end]))
+            if once:
+                break
         return pos
+
+    def _start_data(self, opcode: int, fin: bool) -> None:
+        if opcode != CONTINUATION:
+            self._text = opcode == TEXT
+        self._continuing = not fin
 
     def _closed_by_peer(self, payload: bytes) -> None:
         code, reason = 1005, ""

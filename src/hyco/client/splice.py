@@ -103,7 +103,7 @@ class _Link(asyncio.Protocol):
 
     # --- the relayed connection (FrameSink) -------------------------------------------------------
 
-    def frame(self, payload: bytes | memoryview, text: bool, fin: bool) -> None:
+    def frame(self, payload: bytes | bytearray | memoryview, text: bool, fin: bool) -> None:
         if self.result is None and not self.local.is_closing():
             self.local.write(payload)
             self.from_relay += len(payload)

@@ -168,7 +168,7 @@ class HybridConnectionStream:
 
     # ------------------------------------------------------------------ the connection's callbacks
 
-    def frame(self, payload: bytes | memoryview, text: bool, fin: bool) -> None:
+    def frame(self, payload: bytes | bytearray | memoryview, text: bool, fin: bool) -> None:
         """A data frame arrived (FrameSink): complete a message and buffer it for the reader."""
         if self._partial is not None or not fin:
             if self._partial is None:
