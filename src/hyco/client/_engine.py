@@ -4,9 +4,8 @@ aiohttp dials and checks every upgrade. A relayed stream then leaves aiohttp: :c
 (the session's ``ws_response_class``) hands the connection to the lean data path
 (:class:`~hyco.client._wsconn.WsConnection`) the moment aiohttp accepted the 101, before aiohttp's frame
 reader saw a byte of it; the bytes that came behind the 101 go with it. aiohttp has no public way to do
-that, nor to send a Close without entering its closing state (half-close, design.md "Known gaps of
-aiohttp", still needed by the control channel's users), to drop a connection without the closing handshake,
-or to read the handshake's response headers.
+that, nor to read the handshake's response headers. (Half-close, which aiohttp's client lacks, design.md
+"Known gaps of aiohttp", is the lean connection's own: it sends a Close and keeps reading.)
 """
 
 from __future__ import annotations
@@ -15,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
-from hyco.client._wsconn import MAX_CLOSE_REASON, WsConnection
+from hyco.client._wsconn import WsConnection
 
-__all__ = ["TakenOverWebSocket", "drop", "handshake_headers", "send_close_frame"]
+__all__ = ["TakenOverWebSocket", "handshake_headers"]
 
 
 class TakenOverWebSocket(aiohttp.ClientWebSocketResponse):
@@ -43,15 +42,3 @@ class TakenOverWebSocket(aiohttp.ClientWebSocketResponse):
 def handshake_headers(ws: aiohttp.ClientWebSocketResponse) -> dict[str, str]:
     """The headers of the relay's ``101 Switching Protocols`` answer."""
     return dict(ws._response.headers)
-
-
-async def send_close_frame(ws: aiohttp.ClientWebSocketResponse, code: int, reason: str) -> None:
-    """Write a Close frame and return: the socket keeps reading (the peer's data and its Close still come)."""
-    await ws._writer.close(code, reason.encode()[:MAX_CLOSE_REASON])
-
-
-def drop(ws: aiohttp.ClientWebSocketResponse) -> None:
-    """Mark the socket closed and drop its TCP connection without further frames."""
-    raw: Any = ws
-    raw._set_closed()
-    raw._response.close()
