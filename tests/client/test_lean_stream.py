@@ -186,6 +186,7 @@ async def test_pings_are_answered_while_data_flows() -> None:
             assert received == block * rounds
 
 
+@pytest.mark.slow
 async def test_a_slow_reader_bounds_memory() -> None:
     total = 96 * MiB
     block = os.urandom(MiB)
