@@ -262,6 +262,9 @@ class Recorder:
     def send_resumed(self) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
 
 @pytest.mark.parametrize("piece", [1, 5, 1000, 16397, 70000])
 async def test_frames_split_anywhere_between_reads_are_delivered_intact(piece: int) -> None:

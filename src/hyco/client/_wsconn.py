@@ -57,6 +57,9 @@ class FrameSink(Protocol):
         The payload is never changed afterwards (a ``memoryview`` is a view of an immutable read).
         """
 
+    def flush(self) -> None:
+        """The frames of one read were delivered (a sink may batch its writes until then)."""
+
     def closed_by_peer(self, code: int, reason: str) -> None:
         """The peer's Close arrived (1005 when it carried no code); nothing more will be read."""
 
@@ -185,6 +188,8 @@ class WsConnection(asyncio.Protocol):
             self._deferred = bytes(self._deferred) + data
             return
         self._consume(data)
+        if self._sink is not None:
+            self._sink.flush()
 
     def eof_received(self) -> bool | None:
         """The relay shut its side: let the transport close (a WebSocket ends with a Close)."""
@@ -229,6 +234,8 @@ class WsConnection(asyncio.Protocol):
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
             self._consume(deferred)
+            if self._sink is not None:
+                self._sink.flush()
         if not self._turn_pending and not self._held and not self._done:
             self._transport.resume_reading()
 
@@ -377,15 +384,25 @@ class WsConnection(asyncio.Protocol):
         """Whether the send buffer is above its high-water mark."""
         return self._write_paused
 
-    def send(self, payload: bytes | bytearray | memoryview, text: bool = False) -> None:
-        """Send one whole message as one masked frame.
+    def send(
+        self, payload: bytes | bytearray | memoryview, text: bool = False, *, max_message: int = 0
+    ) -> None:
+        """Send ``payload`` as one whole message, or as several of at most ``max_message`` bytes each, one
+        masked frame per message, all in one write.
 
         Raises:
             ConnectionLost: a Close was sent already, or the connection is closing.
         """
         if not self.writable:
             raise ConnectionLost("the connection is closed")
-        self._write(TEXT if text else BINARY, payload)
+        opcode = TEXT if text else BINARY
+        if not max_message or len(payload) <= max_message:
+            self._transport.writelines(self._frame(opcode, payload))
+            return
+        view, out = memoryview(payload), list[bytes | bytearray]()
+        for start in range(0, len(view), max_message):
+            out += self._frame(opcode, view[start : start + max_message])
+        self._transport.writelines(out)
 
     def ping(self) -> None:
         """Send a ping (nothing happens once the connection is closing)."""
@@ -412,15 +429,18 @@ class WsConnection(asyncio.Protocol):
             drained.set_result(None)
 
     def _write(self, opcode: int, payload: bytes | bytearray | memoryview) -> None:
-        if self._transport.is_closing():
-            return
+        if not self._transport.is_closing():
+            self._transport.writelines(self._frame(opcode, payload))
+
+    def _frame(self, opcode: int, payload: bytes | bytearray | memoryview) -> tuple[bytes, bytearray]:
+        """Header and masked payload of one final frame, masked with the next fresh key."""
         if self._key_at >= _KEY_POOL:
             self._keys, self._key_at = os.urandom(_KEY_POOL), 0
         key = self._keys[self._key_at : self._key_at + 4]
         self._key_at += 4
         masked = bytearray(payload)
         mask_in_place(key, masked)
-        self._transport.writelines((_masked_header(_FIN | opcode, len(masked), key), masked))
+        return _masked_header(_FIN | opcode, len(masked), key), masked
 
     # --- ending -----------------------------------------------------------------------------------
 

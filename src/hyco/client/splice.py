@@ -51,6 +51,7 @@ class _Link(asyncio.Protocol):
         "down_done",
         "from_relay",
         "local",
+        "pending",
         "result",
         "to_relay",
         "up_done",
@@ -67,6 +68,7 @@ class _Link(asyncio.Protocol):
         self.down_done = False  # the peer's clean Close was passed on as write_eof
         self.to_relay = 0
         self.from_relay = 0
+        self.pending: list[bytes | bytearray | memoryview] = []  # payloads of the read being parsed
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.result: Spliced | None = None
 
@@ -76,12 +78,7 @@ class _Link(asyncio.Protocol):
         if self.result is not None or self.up_done:
             return
         try:
-            if len(data) <= self.chunk:
-                self.conn.send(data)
-            else:
-                view = memoryview(data)
-                for start in range(0, len(data), self.chunk):
-                    self.conn.send(view[start : start + self.chunk])
+            self.conn.send(data, max_message=self.chunk)
         except ConnectionLost as exc:
             self.fail(relay_error=StreamBroken(f"the connection broke: {exc}", close_code=1006))
             return
@@ -104,9 +101,13 @@ class _Link(asyncio.Protocol):
     # --- the relayed connection (FrameSink) -------------------------------------------------------
 
     def frame(self, payload: bytes | bytearray | memoryview, text: bool, fin: bool) -> None:
-        if self.result is None and not self.local.is_closing():
-            self.local.write(payload)
-            self.from_relay += len(payload)
+        self.pending.append(payload)  # written by flush(), once per read
+        self.from_relay += len(payload)
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if pending and self.result is None and not self.local.is_closing():
+            self.local.writelines(pending)
 
     def closed_by_peer(self, code: int, reason: str) -> None:
         if code not in self.clean_codes:
@@ -144,6 +145,7 @@ class _Link(asyncio.Protocol):
 
     def relay_ended(self) -> None:
         if not self.down_done and self.result is None:
+            self.flush()  # the payloads that came before the Close go first
             self.down_done = True
             if self.local.can_write_eof() and not self.local.is_closing():
                 self.local.write_eof()
@@ -208,6 +210,7 @@ async def splice(
         local.resume_reading()  # its previous protocol may have paused it
     for payload in sent_ahead:
         link.frame(payload, False, True)
+    link.flush()
     if isinstance(peer_end, StreamBroken):
         link.fail(relay_error=peer_end)
     elif peer_end is None:

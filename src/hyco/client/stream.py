@@ -215,6 +215,9 @@ class HybridConnectionStream:
         broken.__cause__ = error
         self._finish(broken)
 
+    def flush(self) -> None:
+        """Messages are buffered as they complete (FrameSink)."""
+
     def send_paused(self) -> None:
         """Writers wait in :meth:`WsConnection.wait_writable` (FrameSink)."""
 
