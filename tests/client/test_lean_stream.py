@@ -12,7 +12,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +20,7 @@ import pytest
 from hyco import HybridConnectionClient, StreamBroken
 from hyco.client._wsconn import WsConnection
 from hyco.protocol.frames import Frame, FrameParser, Opcode, encode_close, encode_frame
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, read_slowly
 
 MiB = 1024 * 1024
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -201,24 +200,9 @@ async def test_a_slow_reader_bounds_memory() -> None:
 
     async with scripted_relay(script) as url:
         stream = await HybridConnectionClient(url, connect_timeout=TIMEOUT).connect()
-        tracemalloc.start()
-        try:
-            baseline, _ = tracemalloc.get_traced_memory()
-            tracemalloc.reset_peak()
-            received = 0
-            pauses = {8 * MiB, 40 * MiB, 72 * MiB}
-            async with asyncio.timeout(TIMEOUT * 6), stream:
-                while data := await stream.read():
-                    received += len(data)
-                    crossed = {p for p in pauses if received >= p}
-                    if crossed:  # stop reading for a while: the sender must be held back meanwhile
-                        pauses -= crossed
-                        await asyncio.sleep(0.5)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        async with stream:
+            received, growth = await read_slowly(stream.read, {8 * MiB, 40 * MiB, 72 * MiB}, TIMEOUT * 6)
     assert received == total
-    growth = peak - baseline
     assert growth < 16 * MiB, f"memory grew by {growth / MiB:.1f} MiB while a slow reader received 96 MiB"
 
 

@@ -10,7 +10,6 @@ import os
 import socket
 import struct
 import tempfile
-import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from hyco.tools.forward import (
     RemoteForwarder,
     Transport,
 )
-from tests.conftest import KEY, KEY_NAME, TIMEOUT, test_config
+from tests.conftest import KEY, KEY_NAME, TIMEOUT, read_slowly, test_config
 from tests.tools.conftest import credentials, digest_handler, echo_handler, local_port, tcp_server, tunnel
 
 MiB = 1024 * 1024
@@ -529,25 +528,13 @@ async def test_memory_stays_bounded_when_the_client_reads_slowly(relay: Relay) -
 
     async with tcp_server(firehose) as port, tunnel(relay, f"echo:{port}") as (lf, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf), limit=64 * 1024)
-        tracemalloc.start()
         try:
-            baseline, _ = tracemalloc.get_traced_memory()
-            tracemalloc.reset_peak()
-            received = 0
-            pauses = {16 * MiB, 48 * MiB, 96 * MiB}
-            async with asyncio.timeout(TIMEOUT * 12):
-                while data := await reader.read(1 << 16):
-                    received += len(data)
-                    crossed = {p for p in pauses if received >= p}
-                    if crossed:  # stop reading for a while: everything upstream must stop too
-                        pauses -= crossed
-                        await asyncio.sleep(0.5)
-            _, peak = tracemalloc.get_traced_memory()
+            received, growth = await read_slowly(
+                lambda: reader.read(1 << 16), {16 * MiB, 48 * MiB, 96 * MiB}, TIMEOUT * 12
+            )
         finally:
-            tracemalloc.stop()
             writer.close()
         assert received == total
-        growth = peak - baseline
         assert growth < 32 * MiB, (
             f"memory grew by {growth / MiB:.1f} MiB while a slow reader received 128 MiB"
         )
