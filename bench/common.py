@@ -33,10 +33,15 @@ SMALL = b"x" * 64
 STEP_TIMEOUT = 120.0
 
 
-def relay_config_text(port: int = 0) -> str:
-    """The relay's TOML: one namespace rule, one hybrid connection with generous deadlines."""
+def relay_config_text(port: int = 0, tls_dir: Path | None = None) -> str:
+    """The relay's TOML: one namespace rule, one hybrid connection with generous deadlines.
+
+    With ``tls_dir`` the relay serves wss with a development certificate for 127.0.0.1 minted there (the CA
+    to trust is ``tls_dir/tls/ca.pem``).
+    """
+    tls = f'data_dir = "{tls_dir}"\n[server.tls]\nself_signed = ["127.0.0.1"]\n' if tls_dir else ""
     return (
-        f'[server]\nlisten = "127.0.0.1:{port}"\n'
+        f'[server]\nlisten = "127.0.0.1:{port}"\n{tls}'
         f"[limits]\naccept_timeout = 60\nmax_hybrid_connections = 10\n"
         # Every client runs on 127.0.0.1: lift the per-source limits above what the scenarios open.
         f"max_connections_per_source = 100000\nhandshake_rate_per_source = 1000000\n"

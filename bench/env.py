@@ -28,7 +28,7 @@ from bench.common import (
 )
 
 #: Every peer a figure can have; the tunnels only in scenario 6.
-TARGETS = ("hyco", "direct", "haproxy", *tunnels.NAMES)
+TARGETS = ("hyco", "hyco-wss", "direct", "haproxy", *tunnels.NAMES)
 
 
 @dataclass
@@ -83,13 +83,19 @@ class Env:
         self.children.append(child)
         return child
 
-    async def relay(self) -> Child:
-        cfg = self.options.workdir / "relay.toml"
-        cfg.write_text(relay_config_text())
+    async def relay(self, *, tls: bool = False) -> Child:
+        """The relay in its own process; with ``tls`` it serves wss (CA: :meth:`relay_ca`)."""
+        name = "relay-tls" if tls else "relay"
+        cfg = self.options.workdir / f"{name}.toml"
+        cfg.write_text(relay_config_text(tls_dir=self.options.workdir / name if tls else None))
         args = ["relay", "--loop", self.options.loop, "--config", str(cfg)]
         if level := os.environ.get("HYCO_BENCH_RELAY_LOG"):  # experiments: the cost of the info lines
             args += ["--log-level", level]
-        return await self._track(await spawn("relay", args))
+        return await self._track(await spawn(name, args))
+
+    def relay_ca(self) -> Path:
+        """The CA file that signs the certificate of ``relay(tls=True)``."""
+        return self.options.workdir / "relay-tls" / "tls" / "ca.pem"
 
     async def direct(self) -> Child:
         return await self._track(await spawn("direct", ["direct", "--loop", self.options.loop]))
@@ -106,10 +112,20 @@ class Env:
         """Scenario 6's plain TCP server; ``ready`` is ``127.0.0.1:PORT``."""
         return await self._track(await spawn("tcp", ["tcp", "--loop", self.options.loop]))
 
-    async def forward(self, relay: Child, *, local: str | None = None, remote: str | None = None) -> Child:
-        """One side of ``hyco forward`` (``-L local`` or ``-R remote``) on ``relay``, in its own process."""
+    async def forward(
+        self,
+        relay: Child,
+        *,
+        local: str | None = None,
+        remote: str | None = None,
+        ca_file: Path | None = None,
+    ) -> Child:
+        """One side of ``hyco forward`` (``-L local`` or ``-R remote``) on ``relay``, in its own process;
+        ``ca_file`` to trust a wss relay."""
         args = ["forward", "--loop", self.options.loop, "--relay", relay.ready]
         args += ["--local", local] if local else ["--remote", remote or ""]
+        if ca_file is not None:
+            args += ["--ca-file", str(ca_file)]
         if chunk := os.environ.get("HYCO_BENCH_FORWARD_CHUNK"):  # experiments: another read size
             args += ["--chunk-size", chunk]
         name = "forward -L" if local else "forward -R"

@@ -161,7 +161,14 @@ async def relay_main(args: argparse.Namespace) -> None:
     from hyco.server import load_config, serve
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    async with serve(load_config(Path(args.config))) as relay:
+    config = load_config(Path(args.config))
+    context = None
+    if config.server.tls is not None:  # wss with a development certificate (bench.env's relay(tls=True))
+        from hyco.server.tls import server_ssl_context
+
+        assert config.server.data_dir is not None
+        context, _ = server_ssl_context(config.server.tls, config.server.data_dir)
+    async with serve(config, ssl_context=context) as relay:
         print(f"ready {relay.url}", flush=True)
         await until_stopped()
 
@@ -442,8 +449,10 @@ async def forward_main(args: argparse.Namespace) -> None:
     from hyco.tools.forward import Forwarder, LocalForward, RelayCredentials, RemoteForward
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    connection_string = f"Endpoint={args.relay}/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY}"
-    credentials = RelayCredentials.from_connection_string(connection_string)
+    endpoint = args.relay.replace("wss://", "sb://", 1)  # sb:// is TLS
+    connection_string = f"Endpoint={endpoint}/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY}"
+    client_options = {"ca_file": args.ca_file} if args.ca_file else None
+    credentials = RelayCredentials.from_connection_string(connection_string, client_options=client_options)
     local = [LocalForward.parse(args.local)] if args.local else []
     remote = [RemoteForward.parse(args.remote)] if args.remote else []
     options = {"chunk_size": args.chunk_size} if args.chunk_size else {}  # default: the CLI's (64 KiB)
@@ -490,6 +499,7 @@ def main() -> None:
     parser.add_argument("--local", help="forward: a -L mapping, e.g. 127.0.0.1:0:bench")
     parser.add_argument("--remote", help="forward: a -R mapping, e.g. bench:127.0.0.1:PORT")
     parser.add_argument("--chunk-size", type=int, default=0, help="forward: largest read (experiments only)")
+    parser.add_argument("--ca-file", help="forward: the CA of a wss relay")
     args = parser.parse_args()
     entry = {
         "relay": relay_main,

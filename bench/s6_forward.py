@@ -5,9 +5,10 @@ bench:127.0.0.1:PORT`` and ``hyco forward -L 127.0.0.1:0:bench`` (``bench.proc f
 the CLI builds from those flags and ``-x CONNSTR``), each in its own process. The harness is the TCP client:
 
     hyco:    client -> -L -> relay -> -R -> server     (four TCP hops, two of them WebSocket)
+    hyco-wss: the same with TLS between the forwarders and the relay (compare with frp, whose default is TLS)
     direct:  client -> server
     haproxy: client -> haproxy (mode tcp) -> server
-    rathole, frp, chisel, bore: client -> the tunnel's entry -> its client process -> server (see
+    rathole, frp, frp-notls, chisel, bore: client -> the tunnel's entry -> its client process -> server (see
              ``bench.tunnels``; each only when built, one at a time, skipped with the reason otherwise)
 
 Throughput: 1 GiB (``--quick``: 64 MiB) up (``sink N``, the server answers its CRC32), then down
@@ -153,7 +154,9 @@ async def measure_peer(
     await download(conn, 4 * len(BIG))
     async with contextlib.AsyncExitStack() as stack:
         for name, child in middle.items():
-            await stack.enter_async_context(env.profiled(child, f"s6-{name}", enabled=target == "hyco"))
+            await stack.enter_async_context(
+                env.profiled(child, f"s6-{target}-{name}", enabled=target.startswith("hyco"))
+            )
         client = mark_cpu(watched)
         t_up = await upload(conn, size)
         figures.up.notes[f"cpu_share_{target}"] = cpu_shares(watched, client, t_up)
@@ -191,6 +194,17 @@ async def measure(env: Env) -> list[Metric]:
     await measure_peer(
         env, figures, "hyco", local.ready, {"relay": relay, "local": local, "remote": remote}, server
     )
+    for child in (local, remote, relay):
+        await env.stop(child)
+    # hyco over wss (TLS between the forwarders and the relay), as frp with TLS (its default).
+    relay = await env.relay(tls=True)
+    remote = await env.forward(relay, remote=f"bench:{server.ready}", ca_file=env.relay_ca())
+    local = await env.forward(relay, local="127.0.0.1:0:bench", ca_file=env.relay_ca())
+    await measure_peer(
+        env, figures, "hyco-wss", local.ready, {"relay": relay, "local": local, "remote": remote}, server
+    )
+    for child in (local, remote, relay):
+        await env.stop(child)
     await measure_peer(env, figures, "direct", server.ready, {}, server)
     if haproxy is not None:
         await measure_peer(env, figures, "haproxy", haproxy.ready, {"haproxy": haproxy}, server)

@@ -1,4 +1,5 @@
-"""Tunnels a user would pick instead of ``hyco forward``, as scenario 6's peers: rathole, frp, chisel, bore.
+"""Tunnels a user would pick instead of ``hyco forward``, as scenario 6's peers: rathole, frp (with TLS, its
+default, and without: ``frp-notls``), chisel, bore.
 
 Each is built from its registry by the bench setup (:func:`prepare`) into a cache directory
 (``~/.cache/hyco-bench``, or ``$HYCO_BENCH_TOOLS``) the first time, so later runs start at once:
@@ -26,7 +27,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.common import Child, die_with_parent, free_port
@@ -61,7 +62,7 @@ class Tool:
         return f"go install {' '.join(self.commands)} (module {self.package}@{self.version})"
 
 
-TOOLS = (
+TOOLS: tuple[Tool, ...] = (
     # rathole: its plain TCP transport only, which the bench runs (no TLS, Noise or WebSocket to compile).
     Tool(
         "rathole",
@@ -84,6 +85,9 @@ TOOLS = (
     ),
     Tool("bore", "cargo", "bore-cli", "0.6.0", ("bore",)),
 )
+#: The same frp binaries with TLS off between frpc and frps (``transport.tls.enable = false``; frp's default
+#: is on since 0.50): the peer of hyco over ws, while frp with TLS is the peer of hyco over wss.
+TOOLS = (*TOOLS, replace(next(t for t in TOOLS if t.name == "frp"), name="frp-notls"))
 NAMES = tuple(tool.name for tool in TOOLS)
 
 
@@ -226,11 +230,12 @@ def _configs(tool: Tool, bin_dir: Path, workdir: Path, backend: int) -> tuple[li
         )
         rathole = str(bin_dir / "rathole")
         return [rathole, "--server", str(server_cfg)], [rathole, "--client", str(client_cfg)], control, entry
-    if tool.name == "frp":
-        server_cfg, client_cfg = workdir / "frps.toml", workdir / "frpc.toml"
+    if tool.name in ("frp", "frp-notls"):
+        server_cfg, client_cfg = workdir / f"{tool.name}-s.toml", workdir / f"{tool.name}-c.toml"
         server_cfg.write_text(f'bindAddr = "127.0.0.1"\nbindPort = {control}\n')
+        tls = "true" if tool.name == "frp" else "false"
         client_cfg.write_text(
-            f'serverAddr = "127.0.0.1"\nserverPort = {control}\n'
+            f'serverAddr = "127.0.0.1"\nserverPort = {control}\ntransport.tls.enable = {tls}\n'
             f'[[proxies]]\nname = "bench"\ntype = "tcp"\nlocalIP = "127.0.0.1"\nlocalPort = {backend}\n'
             f"remotePort = {entry}\n"
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -77,3 +79,30 @@ async def relay_factory() -> AsyncIterator[Callable[..., Awaitable[Relay]]]:
 async def relay(relay_factory: Callable[..., Awaitable[Relay]]) -> Relay:
     """A running relay with the default test configuration."""
     return await relay_factory()
+
+
+async def read_slowly(
+    read: Callable[[], Awaitable[bytes]], pauses: set[int], timeout: float
+) -> tuple[int, int]:
+    """Read with ``read()`` until it returns ``b""``, stopping for half a second each time the bytes read pass
+    one of ``pauses`` (whoever sends must be held back meanwhile).
+
+    Returns:
+        The bytes read, and the peak growth of traced Python memory (``tracemalloc``) while reading.
+    """
+    tracemalloc.start()
+    try:
+        baseline, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        received = 0
+        async with asyncio.timeout(timeout):
+            while data := await read():
+                received += len(data)
+                crossed = {p for p in pauses if received >= p}
+                if crossed:
+                    pauses = pauses - crossed
+                    await asyncio.sleep(0.5)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return received, peak - baseline

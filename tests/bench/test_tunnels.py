@@ -27,7 +27,7 @@ def fake_binaries(cache: Path, *names: str) -> None:
 
 def test_without_toolchains_every_tunnel_is_skipped_with_the_missing_toolchain_named(cache: Path) -> None:
     prepared = tunnels.prepare("install", announce=lambda line: pytest.fail(f"tried to build: {line}"))
-    assert [p.tool.name for p in prepared] == ["rathole", "frp", "chisel", "bore"]
+    assert [p.tool.name for p in prepared] == ["rathole", "frp", "chisel", "bore", "frp-notls"]
     for p in prepared:
         assert p.bin is None
         assert f"`{p.tool.toolchain}` not found" in p.reason
@@ -79,6 +79,17 @@ def test_hyco_forward_misses_the_tunnel_target_when_one_tunnel_is_faster_one_way
     (target,) = tunnel_target(metrics)
     assert target["met"] is False
     assert "bore up 1.50x down 1.00x" in str(target["figure"])
+
+
+def test_frp_with_tls_is_compared_with_hyco_over_wss_and_frp_without_with_hyco_over_ws() -> None:
+    metrics = forward_metrics(
+        {"hyco": 300, "hyco-wss": 200, "direct": 900, "frp": 100, "frp-notls": 400},
+        {"hyco": 300, "hyco-wss": 200, "direct": 900, "frp": 100, "frp-notls": 150},
+    )
+    (target,) = tunnel_target(metrics)
+    assert target["met"] is False
+    assert "frp (hyco-wss) up 2.00x down 2.00x" in str(target["figure"])
+    assert "frp-notls up 0.75x down 2.00x" in str(target["figure"])
 
 
 def test_hyco_forward_meets_the_tunnel_target_at_or_above_every_measured_tunnel() -> None:

@@ -10,7 +10,6 @@ import os
 import socket
 import struct
 import tempfile
-import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,9 @@ import pytest
 from aiohttp import web
 
 from hyco import ConnectionRejected, InvalidInput, TokenProvider
+from hyco.client._net import NetOptions
+from hyco.client._rawws import RawWebSocket
+from hyco.protocol.uri import Action, parse_address
 from hyco.server import Relay, ServerConfig, serve
 from hyco.tools.forward import (
     Forwarder,
@@ -31,7 +33,7 @@ from hyco.tools.forward import (
     RemoteForwarder,
     Transport,
 )
-from tests.conftest import KEY, KEY_NAME, TIMEOUT, test_config
+from tests.conftest import KEY, KEY_NAME, TIMEOUT, read_slowly, test_config
 from tests.tools.conftest import credentials, digest_handler, echo_handler, local_port, tcp_server, tunnel
 
 MiB = 1024 * 1024
@@ -150,6 +152,35 @@ async def test_the_server_half_closes_and_the_client_keeps_sending(relay: Relay)
             writer.write_eof()
             assert await received == b"late data"
             writer.close()
+
+
+async def test_a_fragmented_message_is_forwarded_byte_exact(relay: Relay) -> None:
+    # The official clients stream a message as many frames (protocol.md 4.3); the relay forwards them as
+    # frames, so the remote side receives continuations and must pass each one's bytes on in order.
+    payload = os.urandom(MiB + 333)
+    address = parse_address(relay.url, "echo")
+    token = await TokenProvider.from_shared_access_key(KEY_NAME, KEY).get_token(address.audience)
+
+    async def fragments() -> AsyncIterator[bytes]:
+        for start in range(0, len(payload), 100_000):
+            yield payload[start : start + 100_000]
+
+    async with tcp_server(echo_handler) as port, tunnel(relay, f"echo:{port}"):
+        async with asyncio.timeout(TIMEOUT):
+            sender = await RawWebSocket.connect(
+                address.websocket_url(Action.CONNECT, "fragments"),
+                options=NetOptions(),
+                what="test sender",
+                timeout=TIMEOUT,
+                headers={"ServiceBusAuthorization": token.token},
+            )
+            assert await sender.send_binary_stream(fragments()) == len(payload)
+            echoed = bytearray()
+            while len(echoed) < len(payload):
+                echoed += (await sender.receive_frame()).payload
+            assert echoed == payload
+            await sender.close()  # Close 1000: the target sees EOF, and the remote side closes in turn
+            assert sender.close_received is not None and sender.close_received[0] == 1000
 
 
 async def test_real_http_server_through_the_tunnel(relay: Relay) -> None:
@@ -497,25 +528,13 @@ async def test_memory_stays_bounded_when_the_client_reads_slowly(relay: Relay) -
 
     async with tcp_server(firehose) as port, tunnel(relay, f"echo:{port}") as (lf, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", local_port(lf), limit=64 * 1024)
-        tracemalloc.start()
         try:
-            baseline, _ = tracemalloc.get_traced_memory()
-            tracemalloc.reset_peak()
-            received = 0
-            pauses = {16 * MiB, 48 * MiB, 96 * MiB}
-            async with asyncio.timeout(TIMEOUT * 12):
-                while data := await reader.read(1 << 16):
-                    received += len(data)
-                    crossed = {p for p in pauses if received >= p}
-                    if crossed:  # stop reading for a while: everything upstream must stop too
-                        pauses -= crossed
-                        await asyncio.sleep(0.5)
-            _, peak = tracemalloc.get_traced_memory()
+            received, growth = await read_slowly(
+                lambda: reader.read(1 << 16), {16 * MiB, 48 * MiB, 96 * MiB}, TIMEOUT * 12
+            )
         finally:
-            tracemalloc.stop()
             writer.close()
         assert received == total
-        growth = peak - baseline
         assert growth < 32 * MiB, (
             f"memory grew by {growth / MiB:.1f} MiB while a slow reader received 128 MiB"
         )

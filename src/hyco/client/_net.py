@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from hyco.client._engine import TakenOverWebSocket
 from hyco.exceptions import (
     AuthorizationFailed,
     ConnectionLost,
@@ -152,6 +153,7 @@ async def open_websocket(
     handshake_timeout: float | None,
     heartbeat: float | None = None,
     autoclose: bool = False,
+    take_over: bool = False,
 ) -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientSession]:
     """Dial a WebSocket; the caller owns (and must close) both the socket and its session.
 
@@ -165,6 +167,8 @@ async def open_websocket(
         heartbeat: aiohttp heartbeat (ping, and drop the connection when no pong comes), or None.
         autoclose: echo the peer's Close at once (True for the control channel; False for relayed streams,
             which must half-close).
+        take_over: hand the connection to the lean data path once upgraded (a relayed stream): the result
+            is a :class:`~hyco.client._engine.TakenOverWebSocket` whose ``connection`` carries the frames.
 
     Raises:
         RelayError: a subclass matching the handshake status (see :func:`error_for_status`).
@@ -172,7 +176,10 @@ async def open_websocket(
         ConnectionLost: the relay could not be reached (refused, reset, DNS, TLS failure).
     """
     tracer, seen = _reason_tracer()
-    session = aiohttp.ClientSession(trace_configs=[tracer])
+    session = aiohttp.ClientSession(
+        trace_configs=[tracer],
+        ws_response_class=TakenOverWebSocket if take_over else aiohttp.ClientWebSocketResponse,
+    )
     try:
         async with asyncio.timeout(handshake_timeout):
             ws = await session.ws_connect(

@@ -92,6 +92,7 @@ async def dial_rendezvous(
         options=net,
         protocols=(context.subprotocol,) if context.subprotocol else (),
         handshake_timeout=timeout,
+        take_over=True,
     )
     return HybridConnectionStream._from_websocket(
         ws,

@@ -186,6 +186,7 @@ class HybridConnectionClient:
             headers=request_headers,
             protocols=subprotocols,
             handshake_timeout=self.connect_timeout if connect_timeout is None else connect_timeout,
+            take_over=True,
         )
         return HybridConnectionStream._from_websocket(
             ws,

@@ -2,14 +2,19 @@
 
 Theory of operation:
 
-* A background *reader* task is the only caller of ``ws.receive()``. It puts data messages into a small
-  bounded queue (so a slow consumer pushes back on the relay through TCP), answers pings (aiohttp's autoping),
-  and ends with one terminal item: a clean end (peer sent Close 1000/1001) or a break (any other close code,
-  a reset, a protocol error).
-* Writes go straight to the socket. The peer closing its side does **not** stop us from writing: the relay
-  keeps forwarding our direction until we close too (half-close, protocol.md 3.5).
+* Once the upgrade is done, the connection is a lean asyncio protocol (:mod:`hyco.client._wsconn`); the
+  stream is its frame sink. Frames are reassembled into messages in the read callback and kept in a
+  buffer; past ``HIGH_WATER`` bytes reading pauses until the consumer has taken them down to ``LOW_WATER``
+  (so a slow consumer pushes back on the relay through TCP). Pings are answered by the connection. The end
+  is one terminal item after the data: a clean end (peer sent Close 1000/1001) or a break (any other close
+  code, a reset, a protocol error).
+* Writes go straight to the socket, one masked frame per message, and wait only while the send buffer is
+  full. The peer closing its side does **not** stop us from writing: the relay keeps forwarding our
+  direction until we close too (half-close, protocol.md 3.5).
 * ``shutdown()`` is .NET's ``Shutdown()``: send Close ``1000 "Shutdown"`` and keep reading. ``close()`` sends
   Close 1000 (if not already sent), waits briefly for the peer's Close, and releases the socket.
+* :meth:`HybridConnectionStream.splice` links the connection to a local transport instead (what
+  ``hyco forward`` does): payloads then move between the two sockets in their callbacks, with no task.
 * Errors: using a direction you closed raises :class:`~hyco.exceptions.StreamClosed`; a connection the peer or
   the network broke raises :class:`~hyco.exceptions.StreamBroken`; a read or write that takes longer than its
   timeout raises :class:`~hyco.exceptions.RelayTimeout` (the stream stays usable after a read timeout).
@@ -20,14 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
 import aiohttp
 
-from hyco.client._engine import drop, send_close_frame
-from hyco.exceptions import RelayTimeout, StreamBroken, StreamClosed
+from hyco.client._engine import TakenOverWebSocket
+from hyco.client._wsconn import WsConnection
+from hyco.client.splice import Spliced, splice
+from hyco.exceptions import ConnectionLost, RelayTimeout, StreamBroken, StreamClosed
 from hyco.protocol.messages import RemoteEndpoint
 
 __all__ = ["HybridConnectionStream"]
@@ -38,14 +46,19 @@ logger = logging.getLogger("hyco.client.stream")
 #: means the hybrid connection went away); a listener sees 1001 when the sender closed.
 SENDER_CLEAN_CLOSE_CODES = frozenset({1000})
 LISTENER_CLEAN_CLOSE_CODES = frozenset({1000, 1001})
-#: Messages buffered ahead of the reader before the socket is left unread (backpressure).
-_QUEUE_SIZE = 16
+#: Bytes of received messages buffered ahead of the reader before the socket is left unread (backpressure),
+#: and the level they must fall to before reading resumes.
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
 DEFAULT_CLOSE_TIMEOUT = 10.0
+#: Largest message :meth:`HybridConnectionStream.splice` sends (hyco forward's default ``chunk_size``).
+DEFAULT_SPLICE_MESSAGE = 64 * 1024
+_INVALID_TEXT = 1007
 
 
 @dataclass(frozen=True, slots=True)
 class _End:
-    """Terminal queue item: the peer closed cleanly (``error`` None) or the stream broke."""
+    """Terminal item: the peer closed cleanly (``error`` None) or the stream broke."""
 
     error: StreamBroken | None
 
@@ -88,121 +101,173 @@ class HybridConnectionStream:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         clean_close_codes: frozenset[int] = SENDER_CLEAN_CLOSE_CODES,
     ) -> HybridConnectionStream:
-        """The sender's and the listener's private factory: wrap an open WebSocket (and close ``session``
-        with the stream). Runs in the event loop the stream will live in."""
+        """The sender's and the listener's private factory: wrap an upgraded WebSocket whose connection was
+        taken over by the lean data path (and close ``session``, an ``aiohttp.ClientSession``, with the
+        stream). Runs in the event loop the stream will live in."""
+        assert isinstance(ws, TakenOverWebSocket), "open_websocket(..., take_over=True) makes relayed streams"
         stream = cls.__new__(cls)
-        stream._setup(
-            ws,
-            session,
-            tracking_id=tracking_id,
-            headers=headers,
-            remote_endpoint=remote_endpoint,
-            read_timeout=read_timeout,
-            write_timeout=write_timeout,
-            keep_alive_interval=keep_alive_interval,
-            close_timeout=close_timeout,
-            clean_close_codes=clean_close_codes,
-        )
+        stream._ws = ws
+        stream._session = session
+        stream._conn = ws.connection
+        stream._clean_codes = clean_close_codes
+        stream.tracking_id = tracking_id
+        stream.subprotocol = ws.protocol
+        stream.headers = dict(headers or {})
+        stream.remote_endpoint = remote_endpoint
+        stream.read_timeout = read_timeout
+        stream.write_timeout = write_timeout
+        stream._close_timeout = close_timeout
+        stream._messages = deque()
+        stream._buffered = 0  # bytes in _messages
+        stream._reading_paused = False
+        stream._partial = None  # the fragments of a message still arriving
+        stream._buffer = bytearray()
+        stream._terminal = None  # the end, once it happened (delivered after the buffered messages)
+        stream._end = None  # the end, once a reader reached it
+        stream._waiter = None
+        stream._peer_closed = asyncio.Event()  # the peer's Close (or a break) arrived
+        stream._broken = None
+        stream._write_closed = False  # we sent Close (shutdown or close)
+        stream._closed = False  # close() called: both directions unusable
+        stream._spliced = False
+        stream._pinger = None
+        if keep_alive_interval:
+            stream._pinger = asyncio.get_running_loop().create_task(stream._ping_loop(keep_alive_interval))
+        stream._conn.attach(stream)
         return stream
 
-    def _setup(
-        self,
-        ws: aiohttp.ClientWebSocketResponse,
-        session: aiohttp.ClientSession | None,
-        *,
-        tracking_id: str,
-        headers: Mapping[str, str] | None,
-        remote_endpoint: RemoteEndpoint | None,
-        read_timeout: float | None,
-        write_timeout: float | None,
-        keep_alive_interval: float | None,
-        close_timeout: float,
-        clean_close_codes: frozenset[int],
-    ) -> None:
-        self._ws = ws
-        self._clean_codes = clean_close_codes
-        self._session = session
-        self.tracking_id = tracking_id
-        self.subprotocol: str | None = ws.protocol
-        self.headers: Mapping[str, str] = dict(headers or {})
-        self.remote_endpoint = remote_endpoint
-        self.read_timeout = read_timeout
-        self.write_timeout = write_timeout
-        self._close_timeout = close_timeout
-        self._queue: asyncio.Queue[str | bytes | _End] = asyncio.Queue(_QUEUE_SIZE)
-        self._buffer = bytearray()
-        self._end: _End | None = None  # terminal item, once the reader delivered it to us
-        self._peer_closed = asyncio.Event()  # set by the reader when the peer's Close (or a break) arrived
-        self._broken: StreamBroken | None = None
-        self._write_closed = False  # we sent Close (shutdown or close)
-        self._closed = False  # close() called: both directions unusable
-        self._write_lock = asyncio.Lock()
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
-        self._pinger: asyncio.Task[None] | None = None
-        if keep_alive_interval:
-            self._pinger = asyncio.get_running_loop().create_task(self._ping_loop(keep_alive_interval))
+    _ws: TakenOverWebSocket
+    _session: aiohttp.ClientSession | None
+    _conn: WsConnection
+    _clean_codes: frozenset[int]
+    tracking_id: str
+    subprotocol: str | None
+    headers: Mapping[str, str]
+    remote_endpoint: RemoteEndpoint | None
+    read_timeout: float | None
+    write_timeout: float | None
+    _close_timeout: float
+    _messages: deque[str | bytes]
+    _buffered: int
+    _reading_paused: bool
+    _partial: bytearray | None
+    _buffer: bytearray
+    _terminal: _End | None
+    _end: _End | None
+    _waiter: asyncio.Future[None] | None
+    _peer_closed: asyncio.Event
+    _broken: StreamBroken | None
+    _write_closed: bool
+    _closed: bool
+    _spliced: bool
+    _pinger: asyncio.Task[None] | None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "shut down" if self._write_closed else "open"
         return f"<HybridConnectionStream {self.tracking_id} {state}>"
 
+    # ------------------------------------------------------------------ the connection's callbacks
+
+    def frame(self, payload: bytes | bytearray | memoryview, text: bool, fin: bool) -> None:
+        """A data frame arrived (FrameSink): complete a message and buffer it for the reader."""
+        if self._partial is not None or not fin:
+            if self._partial is None:
+                self._partial = bytearray()
+            self._partial += payload
+            if not fin:
+                return
+            data, self._partial = bytes(self._partial), None
+        else:
+            data = bytes(payload)
+        message: str | bytes = data
+        if text:
+            try:
+                message = data.decode()
+            except UnicodeDecodeError:
+                self._conn.send_close(_INVALID_TEXT, "Invalid UTF-8 text message")
+                self._conn.close()
+                self._finish(StreamBroken("the peer sent a text message that is not UTF-8", close_code=1007))
+                return
+        self._messages.append(message)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self._conn.pause_reading()
+        self._wake_reader()
+
+    def closed_by_peer(self, code: int, reason: str) -> None:
+        """The peer's Close arrived (FrameSink)."""
+        if code in self._clean_codes:
+            self._finish(None)
+            return
+        detail = f" ({reason})" if reason else ""
+        self._finish(StreamBroken(f"the peer closed the stream with code {code}{detail}", close_code=code))
+
+    def lost(self, error: BaseException | None) -> None:
+        """The connection is gone (FrameSink)."""
+        if self._terminal is not None:
+            return
+        if self._closed:
+            self._finish(None)  # our own close() ended it
+            return
+        detail = f": {error}" if error else ""
+        broken = StreamBroken(f"the connection was lost{detail}", close_code=1006)
+        broken.__cause__ = error
+        self._finish(broken)
+
+    def flush(self) -> None:
+        """Messages are buffered as they complete (FrameSink)."""
+
+    def send_paused(self) -> None:
+        """Writers wait in :meth:`WsConnection.wait_writable` (FrameSink)."""
+
+    def send_resumed(self) -> None:
+        """See :meth:`send_paused` (FrameSink)."""
+
+    def _finish(self, error: StreamBroken | None) -> None:
+        if self._terminal is not None:
+            return
+        self._terminal = _End(error)
+        if error is not None:
+            self._broken = error
+        self._peer_closed.set()
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     # ------------------------------------------------------------------ reading side
 
-    async def _read_loop(self) -> None:
-        end: _End
-        try:
-            while True:
-                msg = await self._ws.receive()
-                if msg.type is aiohttp.WSMsgType.BINARY or msg.type is aiohttp.WSMsgType.TEXT:
-                    await self._queue.put(msg.data)
-                    continue
-                end = self._end_from(msg)
-                break
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # translate anything aiohttp throws into one terminal item
-            broken = StreamBroken(f"the connection broke: {exc}", close_code=1006)
-            broken.__cause__ = exc
-            end = _End(broken)
-        if end.error is not None:
-            self._broken = end.error
-        self._peer_closed.set()
-        await self._queue.put(end)
-
-    def _end_from(self, msg: aiohttp.WSMessage) -> _End:
-        if msg.type is aiohttp.WSMsgType.CLOSE:
-            code = int(msg.data) if msg.data is not None else 1005
-            if code in self._clean_codes:
-                return _End(None)
-            reason = f" ({msg.extra})" if msg.extra else ""
-            return _End(StreamBroken(f"the peer closed the stream with code {code}{reason}", close_code=code))
-        if msg.type is aiohttp.WSMsgType.CLOSING and self._closed:
-            return _End(None)  # our own close() interrupted the reader
-        exc = self._ws.exception() if msg.type is not aiohttp.WSMsgType.ERROR else msg.data
-        detail = f": {exc}" if exc else ""
-        broken = StreamBroken(f"the connection was lost{detail}", close_code=1006)
-        if isinstance(exc, BaseException):
-            broken.__cause__ = exc
-        return _End(broken)
-
     async def _next_item(self, limit: float | None) -> str | bytes | _End:
-        if self._end is not None:
-            return self._end
-        try:
-            if limit is None:  # the common case: no timeout context per read
-                item = await self._queue.get()
-            else:
-                async with asyncio.timeout(limit):
-                    item = await self._queue.get()
-        except TimeoutError:
-            raise RelayTimeout(f"no data arrived within {limit} s (read timeout)") from None
-        if isinstance(item, _End):
-            self._end = item
+        while not self._messages:
+            if self._end is not None:
+                return self._end
+            if self._terminal is not None:
+                self._end = self._terminal
+                return self._end
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                if limit is None:  # the common case: no timeout context per read
+                    await self._waiter
+                else:
+                    async with asyncio.timeout(limit):
+                        await self._waiter
+            except TimeoutError:
+                raise RelayTimeout(f"no data arrived within {limit} s (read timeout)") from None
+        item = self._messages.popleft()
+        self._buffered -= len(item)
+        if self._reading_paused and self._buffered <= LOW_WATER:
+            self._reading_paused = False
+            self._conn.resume_reading()
         return item
 
     def _check_readable(self) -> None:
         if self._closed:
             raise StreamClosed("the stream is closed; it cannot be read any more")
+        if self._spliced:
+            raise StreamClosed("the stream is spliced to a local socket; it cannot be read directly")
 
     async def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes (``-1``: whatever is available, at least one message's worth).
@@ -283,34 +348,38 @@ class HybridConnectionStream:
 
     # ------------------------------------------------------------------ writing side
 
-    async def _send(self, data: str | bytes) -> None:
+    async def _send(self, data: str | bytes | bytearray | memoryview) -> None:
         if self._closed or self._write_closed:
             raise StreamClosed("the stream's sending side is closed (shutdown() or close() was called)")
+        if self._spliced:
+            raise StreamClosed("the stream is spliced to a local socket; it cannot be written directly")
         if self._broken is not None:
             raise self._broken
-        async with self._write_lock:
-            try:
-                if self.write_timeout is None:  # the common case: no timeout context per write
-                    await self._send_now(data)
-                else:
-                    async with asyncio.timeout(self.write_timeout):
-                        await self._send_now(data)
-            except TimeoutError:
-                # A frame may be half written: the stream cannot be trusted any more.
-                self._broken = StreamBroken(
-                    f"a write did not finish within {self.write_timeout:g} s", close_code=1006
-                )
-                await self._abort()
-                raise RelayTimeout(f"a write did not finish within {self.write_timeout:g} s") from None
-            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-                broken = self._broken or StreamBroken(f"the connection broke: {exc}", close_code=1006)
-                raise broken from exc
-
-    async def _send_now(self, data: str | bytes) -> None:
-        if isinstance(data, str):
-            await self._ws.send_str(data)
-        else:
-            await self._ws.send_bytes(data)
+        conn = self._conn
+        try:
+            if isinstance(data, str):
+                conn.send(data.encode(), text=True)
+            else:
+                conn.send(data)
+        except ConnectionLost as exc:
+            raise self._broken or StreamBroken(f"the connection broke: {exc}", close_code=1006) from exc
+        if not conn.write_paused:
+            return
+        try:
+            if self.write_timeout is None:  # the common case: no timeout context per write
+                await conn.wait_writable()
+            else:
+                async with asyncio.timeout(self.write_timeout):
+                    await conn.wait_writable()
+        except TimeoutError:
+            # The frame is still queued: the stream cannot be trusted any more.
+            self._broken = StreamBroken(
+                f"a write did not finish within {self.write_timeout:g} s", close_code=1006
+            )
+            conn.abort()
+            raise RelayTimeout(f"a write did not finish within {self.write_timeout:g} s") from None
+        if conn.lost and self._terminal is not None and self._terminal.error is not None:
+            raise self._terminal.error
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as one binary message.
@@ -320,7 +389,7 @@ class HybridConnectionStream:
             StreamBroken: the connection broke.
             RelayTimeout: the write did not finish within ``write_timeout`` (the stream is then broken).
         """
-        await self._send(data if isinstance(data, bytes) else bytes(data))
+        await self._send(data)
 
     async def drain(self) -> None:
         """Wait until written data has been handed to the network (writes already wait; kept for
@@ -334,7 +403,7 @@ class HybridConnectionStream:
 
     async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send one binary message. Raises as :meth:`write`."""
-        await self._send(bytes(data))
+        await self._send(data)
 
     async def send_text(self, text: str) -> None:
         """Send one text message. Raises as :meth:`write`."""
@@ -348,13 +417,8 @@ class HybridConnectionStream:
         if self._write_closed or self._closed:
             return
         self._write_closed = True
-        if self._broken is not None:
-            return
-        async with self._write_lock:
-            # aiohttp has no half-close: write the Close frame without entering its closing state, so the
-            # reader keeps receiving (design.md, "Known gaps of aiohttp").
-            with contextlib.suppress(Exception):
-                await send_close_frame(self._ws, 1000, "Shutdown")
+        if self._broken is None:
+            self._conn.send_close(1000, "Shutdown")
 
     async def close(self) -> None:
         """Close both directions: send Close 1000 (unless already sent), wait briefly for the peer's Close,
@@ -362,28 +426,18 @@ class HybridConnectionStream:
         if self._closed:
             return
         self._closed = True
-        if self._pinger is not None:
-            self._pinger.cancel()
+        self._stop_pinger()
         try:
-            if self._write_closed and self._broken is None:
-                # Close already sent by shutdown(): wait for the peer's Close, then drop the socket.
+            if not self._write_closed:
+                self._write_closed = True
+                if self._broken is None:
+                    self._conn.send_close(1000, "Normal Closure")
+            if self._broken is None and not self._peer_closed.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._close_timeout):
                         await self._peer_closed.wait()
-                await self._abort()
-            elif self._peer_closed.is_set() or self._broken is not None:
-                self._write_closed = True
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._close_timeout):
-                        await self._ws.close(code=1000, message=b"Normal Closure")
-                await self._abort()
-            else:
-                self._write_closed = True
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._close_timeout):
-                        await self._ws.close(code=1000, message=b"Normal Closure")
         finally:
-            await self._release()
+            await self._release(drop=False)
 
     async def abort(self, code: int | None = 1011, reason: str = "aborted") -> None:
         """Close at once with an error ``code``, without waiting for the peer (like a TCP reset).
@@ -397,33 +451,31 @@ class HybridConnectionStream:
             return
         self._closed = True
         self._write_closed = True
-        if self._pinger is not None:
-            self._pinger.cancel()
+        self._stop_pinger()
         if code is not None and self._broken is None and not self._peer_closed.is_set():
-            with contextlib.suppress(Exception):
-                await send_close_frame(self._ws, code, reason)
-        await self._release()
+            self._conn.send_close(code, reason)
+        await self._release(drop=code is None)
 
-    async def _abort(self) -> None:
-        """Drop the TCP connection without further WebSocket frames."""
-        self._reader.cancel()
-        # A read waiting on the queue must wake up (end of stream) rather than wait forever.
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(_End(None))
-        with contextlib.suppress(Exception):
-            drop(self._ws)
-
-    async def _release(self) -> None:
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._reader
+    async def _release(self, *, drop: bool) -> None:
+        if drop:
+            self._conn.abort()
+        else:
+            self._conn.close()
+        self._finish(None)  # a read still waiting ends
         if self._pinger is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._pinger
-        if not self._ws.closed:
-            await self._abort()
+        await self._release_session()
+
+    async def _release_session(self) -> None:
+        self._ws.release()
         if self._session is not None:
-            await self._session.close()
+            session, self._session = self._session, None
+            await session.close()
+
+    def _stop_pinger(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
 
     async def _ping_loop(self, interval: float) -> None:
         # Keep idle relayed connections alive (Azure cuts ~4 min idle, protocol.md 2.7). Like .NET, we send
@@ -432,9 +484,65 @@ class HybridConnectionStream:
             await asyncio.sleep(interval)
             if self._closed or self._broken is not None:
                 return
-            async with self._write_lock:
-                with contextlib.suppress(Exception):
-                    await self._ws.ping()
+            self._conn.ping()
+
+    # ------------------------------------------------------------------ splicing
+
+    async def splice(
+        self,
+        transport: asyncio.Transport,
+        *,
+        received: bytes = b"",
+        eof: bool = False,
+        max_message_size: int = DEFAULT_SPLICE_MESSAGE,
+    ) -> Spliced:
+        """Link the stream to a local socket's ``transport`` and move bytes both ways until both end.
+
+        What ``hyco forward`` does with each connection: from now on payloads go from one socket to the
+        other in the sockets' callbacks, with backpressure between them (each side stops reading while the
+        other's send buffer is full) and half-close both ways (the local end of data becomes Close 1000
+        "Shutdown", the peer's clean Close a ``write_eof()``). The stream can no longer be read or written;
+        on return the local transport and the stream are both closed.
+
+        Args:
+            transport: the local connection; it becomes the transport of a protocol of the stream's own.
+            received: bytes the local socket delivered before the call (they are sent first).
+            eof: whether the local socket's end of data came before the call.
+            max_message_size: largest binary message sent; a larger local read is sent as several.
+
+        Returns:
+            A :class:`~hyco.client.splice.Spliced`: bytes each way and how it ended. Failures are reported
+            there, never raised.
+
+        Raises:
+            StreamClosed: the stream was read from, written to or closed already.
+        """
+        if self._closed or self._write_closed or self._spliced:
+            raise StreamClosed("only an open stream can be spliced (not closed, shut down or spliced)")
+        self._spliced = True
+        self._stop_pinger()
+        # What arrived before the call goes first, in order.
+        sent_ahead = [bytes(self._buffer)] if self._buffer else []
+        sent_ahead += [m.encode() if isinstance(m, str) else m for m in self._messages]
+        if self._partial:
+            sent_ahead.append(bytes(self._partial))
+        self._buffer, self._messages, self._partial, self._buffered = bytearray(), deque(), None, 0
+        terminal = self._terminal
+        try:
+            result = await splice(
+                self._conn,
+                transport,
+                received=received,
+                eof=eof,
+                sent_ahead=sent_ahead,
+                peer_end=False if terminal is None else terminal.error,
+                clean_codes=self._clean_codes,
+                max_message_size=max_message_size,
+            )
+        finally:
+            self._closed = self._write_closed = True
+            await self._release_session()
+        return result
 
     @property
     def closed(self) -> bool:

@@ -31,7 +31,7 @@ from typing import BinaryIO, Protocol
 from hyco.client.stream import HybridConnectionStream
 from hyco.exceptions import HycoError
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "PipeEnd", "PipeResult", "pipe", "pipe_files"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "PipeEnd", "PipeResult", "pipe", "pipe_files", "splice_socket"]
 
 #: Largest local read, hence largest WebSocket message sent (the relay allows 16 MiB by default).
 DEFAULT_CHUNK_SIZE = 64 * 1024
@@ -254,6 +254,37 @@ async def pipe_files(
     return await _pipe(_FileEnd(source, sink), stream, chunk_size)
 
 
+async def splice_socket(
+    transport: asyncio.Transport,
+    stream: HybridConnectionStream,
+    *,
+    received: bytes = b"",
+    eof: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> PipeResult:
+    """What :func:`pipe` does, for a socket given as its transport: the stream is spliced to it
+    (:meth:`HybridConnectionStream.splice`), so bytes move in the sockets' callbacks, with no copy loops.
+
+    Args:
+        transport: the local connection; the splice becomes its protocol.
+        stream: an open relayed stream; the splice takes ownership of it.
+        received: bytes the local socket delivered before the call.
+        eof: whether the local socket's end of data came before the call.
+        chunk_size: largest WebSocket message sent (a larger read is split).
+
+    Returns:
+        A :class:`PipeResult`, as for :func:`pipe`; cancelling the call closes both sides and re-raises.
+    """
+    started = time.monotonic()
+    spliced = await stream.splice(transport, received=received, eof=eof, max_message_size=chunk_size)
+    end, error = PipeEnd.CLEAN, None
+    if spliced.local_error is not None:
+        end, error = PipeEnd.LOCAL_ERROR, spliced.local_error
+    elif spliced.relay_error is not None:
+        end, error = PipeEnd.RELAY_ERROR, spliced.relay_error
+    return PipeResult(spliced.to_relay, spliced.from_relay, time.monotonic() - started, end, error)
+
+
 async def _pipe(local: _LocalEnd, stream: HybridConnectionStream, chunk_size: int) -> PipeResult:
     started = time.monotonic()
     counts = [0, 0]  # to relay, from relay
@@ -320,10 +351,9 @@ async def _close_both(local: _LocalEnd, stream: HybridConnectionStream, *, clean
                 await stream.close()
         else:
             # close() would wait (up to its close_timeout) for a Close from a peer that does not know yet.
-            # Cut it short: close() then drops the connection without waiting, the relay tells the peer
-            # with 1011 (or it sees our Close), and its own pipe tears its side down in turn.
-            with contextlib.suppress(HycoError, OSError, TimeoutError):
-                async with asyncio.timeout(0):
-                    await stream.close()
+            # Drop the connection without a Close instead: the relay tells the peer with 1011, and its
+            # own pipe tears its side down in turn.
+            with contextlib.suppress(HycoError, OSError):
+                await stream.abort(code=None)
     finally:
         await local.finish_close(clean)

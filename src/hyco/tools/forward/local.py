@@ -1,8 +1,8 @@
 """The local side of ``hyco forward`` (``-L``): each local connection or UDP peer gets its own relayed stream.
 
 It listens on a local TCP port, UDP port or unix socket. For every connection it opens one relayed stream to
-the hybrid connection (:meth:`HybridConnectionClient.connect`) and pipes the two
-(:func:`hyco.tools.pipe.pipe`).
+the hybrid connection (:meth:`HybridConnectionClient.connect`) and splices the two
+(:func:`hyco.tools.pipe.splice_socket`).
 When the remote side rejects the stream (its target is unreachable, protocol.md 3.3), the local connection
 is dropped at once and the log line says why. For UDP, each client address is a session with its own stream.
 """
@@ -22,10 +22,10 @@ from hyco.exceptions import ConnectionRejected, HycoError
 from hyco.tools.forward._lifecycle import StartsAndCloses
 from hyco.tools.forward._report import log_end, logger, peer_name
 from hyco.tools.forward.credentials import RelayCredentials
-from hyco.tools.forward.sockets import listen_datagrams, listen_stream
+from hyco.tools.forward.sockets import HeldConnection, listen_datagrams, listen_stream
 from hyco.tools.forward.spec import LocalForward, Transport
 from hyco.tools.forward.udp import DEFAULT_UDP_IDLE_TIMEOUT, Activity, new_queue, offer, relay_datagrams
-from hyco.tools.pipe import DEFAULT_CHUNK_SIZE, PipeEnd, pipe
+from hyco.tools.pipe import DEFAULT_CHUNK_SIZE, PipeEnd, splice_socket
 
 __all__ = ["LocalForwarder"]
 
@@ -103,7 +103,7 @@ class LocalForwarder(StartsAndCloses):
         if self.spec.protocol is Transport.UDP:
             self._udp = await listen_datagrams(self.spec, self._datagram, self.prefix)
         else:
-            self._server = await listen_stream(self.spec, self._handle)
+            self._server = await listen_stream(self.spec, self._connected)
         bound = ", ".join(peer_name(a) if isinstance(a, tuple) else str(a) for a in self.addresses)
         logger.info("%s listening on %s", self.prefix, bound)
 
@@ -131,12 +131,13 @@ class LocalForwarder(StartsAndCloses):
 
     # -- TCP and unix sockets
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        who = peer_name(writer.get_extra_info("peername"))
+    def _connected(self, held: HeldConnection) -> None:
+        self._track(self._handle(held))
+
+    async def _handle(self, held: HeldConnection) -> None:
+        transport = held.transport
+        assert transport is not None
+        who = peer_name(transport.get_extra_info("peername"))
         self.total += 1
         self.active += 1
         started = time.monotonic()
@@ -144,19 +145,21 @@ class LocalForwarder(StartsAndCloses):
             try:
                 stream = await self.client.connect()
             except ConnectionRejected as exc:
-                writer.transport.abort()
+                transport.abort()
                 how = f"refused by the remote side: {exc.http_status} {exc.description}"
                 log_end(self.prefix, who, 0, 0, time.monotonic() - started, how)
                 return
             except HycoError as exc:
-                writer.transport.abort()
+                transport.abort()
                 log_end(self.prefix, who, 0, 0, time.monotonic() - started, f"relay error: {exc}")
                 return
             except asyncio.CancelledError:
-                writer.transport.abort()
+                transport.abort()
                 raise
             logger.info("%s %s opened (stream %s)", self.prefix, who, stream.tracking_id)
-            result = await pipe(reader, writer, stream, chunk_size=self.chunk_size)
+            result = await splice_socket(
+                transport, stream, received=bytes(held.received), eof=held.eof, chunk_size=self.chunk_size
+            )
             log_end(
                 self.prefix, who, result.to_relay, result.from_relay, time.monotonic() - started, result.how
             )

@@ -3,7 +3,7 @@
 The listener (:class:`HybridConnectionListener`) reconnects forever with the official back-off (protocol.md
 2.9). For TCP and unix targets its accept handler first connects to the target; if the target refuses or
 cannot be reached, the sender is **rejected** with 502 and the reason (protocol.md 3.3), so the local side can
-say why and close its client's connection. Otherwise the stream is accepted and piped to the target. Streams
+say why and close its client's connection. Otherwise the stream is accepted and spliced to the target. Streams
 already accepted are independent of the control channel: they keep flowing while it reconnects. UDP streams
 are accepted at once; each gets its own datagram endpoint towards the target.
 """
@@ -22,10 +22,10 @@ from hyco.protocol.messages import status_description
 from hyco.tools.forward._lifecycle import StartsAndCloses
 from hyco.tools.forward._report import log_end, logger, peer_name
 from hyco.tools.forward.credentials import RelayCredentials
-from hyco.tools.forward.sockets import connect_datagrams, connect_stream
+from hyco.tools.forward.sockets import HeldConnection, connect_datagrams, connect_stream
 from hyco.tools.forward.spec import RemoteForward, Transport
 from hyco.tools.forward.udp import DEFAULT_UDP_IDLE_TIMEOUT, Activity, new_queue, offer, relay_datagrams
-from hyco.tools.pipe import DEFAULT_CHUNK_SIZE, pipe
+from hyco.tools.pipe import DEFAULT_CHUNK_SIZE, splice_socket
 
 __all__ = ["DEFAULT_TARGET_CONNECT_TIMEOUT", "TARGET_UNREACHABLE_STATUS", "RemoteForwarder"]
 
@@ -36,7 +36,7 @@ TARGET_UNREACHABLE_STATUS = 502
 #: How long a connected target waits for its stream beyond the listener's accept timeout.
 _TARGET_GRACE = 5.0
 
-_Target = tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.TimerHandle]
+_Target = tuple[HeldConnection, asyncio.TimerHandle]
 
 
 class RemoteForwarder(StartsAndCloses):
@@ -179,7 +179,7 @@ class RemoteForwarder(StartsAndCloses):
 
     async def _accept(self, context: AcceptContext) -> bool:
         try:
-            reader, writer = await connect_stream(self.spec, self.bind_address, self.target_connect_timeout)
+            held = await connect_stream(self.spec, self.bind_address, self.target_connect_timeout)
         except (OSError, TimeoutError) as exc:
             reason = (
                 f"timed out after {self.target_connect_timeout:g} s"
@@ -194,14 +194,16 @@ class RemoteForwarder(StartsAndCloses):
         expiry = asyncio.get_running_loop().call_later(
             self.listener.accept_timeout + _TARGET_GRACE, self._drop_target, context.id
         )
-        self._targets[context.id] = (reader, writer, expiry)
+        self._targets[context.id] = (held, expiry)
         return True
 
     def _drop_target(self, ident: str) -> None:
         entry = self._targets.pop(ident, None)
         if entry is not None:
-            entry[2].cancel()
-            entry[1].transport.abort()
+            held, expiry = entry
+            expiry.cancel()
+            if held.transport is not None:
+                held.transport.abort()
 
     async def _forward(self, stream: HybridConnectionStream) -> None:
         self.total += 1
@@ -220,10 +222,17 @@ class RemoteForwarder(StartsAndCloses):
                 await stream.close()
                 log_end(self.prefix, who, 0, 0, time.monotonic() - started, "target connection expired")
                 return
-            reader, writer, expiry = entry
+            held, expiry = entry
             expiry.cancel()
+            assert held.transport is not None
             logger.info("%s %s opened", self.prefix, who)
-            result = await pipe(reader, writer, stream, chunk_size=self.chunk_size)
+            result = await splice_socket(
+                held.transport,
+                stream,
+                received=bytes(held.received),
+                eof=held.eof,
+                chunk_size=self.chunk_size,
+            )
             # Seen from this side, "to relay" is what the target sent.
             log_end(
                 self.prefix, who, result.to_relay, result.from_relay, time.monotonic() - started, result.how

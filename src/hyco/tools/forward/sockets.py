@@ -1,8 +1,10 @@
 """The local sockets of ``hyco forward``: listening for ``-L`` and connecting to ``-R`` targets.
 
-TCP ports and unix sockets are byte streams (piped with :func:`hyco.tools.pipe.pipe`); UDP ports are datagram
-endpoints (see :mod:`hyco.tools.forward.udp`). Failures to listen become a :class:`ForwardError` that says
-what to do; failures to reach a target are left to the remote side, which turns them into a rejection.
+TCP ports and unix sockets are byte streams: each connection is a :class:`HeldConnection` that keeps what
+arrives until its relayed stream is ready, then is spliced to it (:func:`hyco.tools.pipe.splice_socket`);
+UDP ports are datagram endpoints (see :mod:`hyco.tools.forward.udp`). Failures to listen become a
+:class:`ForwardError` that says what to do; failures to reach a target are left to the remote side, which
+turns them into a rejection.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import asyncio
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from hyco.tools.forward._report import ForwardError, os_reason
 from hyco.tools.forward.spec import LocalForward, RemoteForward
@@ -20,6 +22,7 @@ from hyco.tools.forward.udp import DatagramHandler
 
 __all__ = [
     "ForwardError",
+    "HeldConnection",
     "connect_datagrams",
     "connect_stream",
     "listen_datagrams",
@@ -27,20 +30,63 @@ __all__ = [
     "remove_stale_socket",
 ]
 
-StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+#: Bytes a held connection keeps before it stops reading (until its relayed stream is ready).
+HELD_LIMIT = 256 * 1024
 
 
-async def listen_stream(spec: LocalForward, handler: StreamHandler) -> asyncio.Server:
-    """Listen on the mapping's TCP port or unix socket; ``handler`` serves each connection.
+class HeldConnection(asyncio.Protocol):
+    """A local connection whose bytes are kept until it is spliced to a relayed stream.
+
+    Attributes:
+        transport: the connection (set once connected).
+        received: bytes that arrived so far (reading pauses past ``HELD_LIMIT``).
+        eof: whether its end of data arrived.
+        lost: whether the connection is gone.
+    """
+
+    def __init__(self, connected: Callable[[HeldConnection], None] | None = None) -> None:
+        self._connected = connected
+        self.transport: asyncio.Transport | None = None
+        self.received = bytearray()
+        self.eof = False
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport and tell the listener."""
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        if self._connected is not None:
+            self._connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        """Keep the bytes (reading pauses past ``HELD_LIMIT``)."""
+        self.received += data
+        if len(self.received) > HELD_LIMIT and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        """Note the end of data."""
+        self.eof = True
+        return True  # the other direction stays open (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Note the loss (the splice then finds the transport closed)."""
+        self.lost = True
+
+
+async def listen_stream(spec: LocalForward, connected: Callable[[HeldConnection], None]) -> asyncio.Server:
+    """Listen on the mapping's TCP port or unix socket; ``connected`` is called with each new connection.
 
     Raises:
         ForwardError: the port is in use, the address is not local, or the socket path is unusable.
     """
+    loop = asyncio.get_running_loop()
     try:
         if spec.local_socket is not None:
             remove_stale_socket(spec.local_socket)
-            return await asyncio.start_unix_server(handler, spec.local_socket)
-        return await asyncio.start_server(handler, spec.bind_address or None, spec.port)
+            return await loop.create_unix_server(lambda: HeldConnection(connected), spec.local_socket)
+        return await loop.create_server(
+            lambda: HeldConnection(connected), spec.bind_address or None, spec.port or 0
+        )
     except OSError as exc:
         raise ForwardError(f"cannot listen on {spec.describe()}: {os_reason(exc)}") from exc
 
@@ -63,20 +109,23 @@ async def listen_datagrams(
     return transport
 
 
-async def connect_stream(
-    spec: RemoteForward, bind_address: str | None, timeout: float
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def connect_stream(spec: RemoteForward, bind_address: str | None, timeout: float) -> HeldConnection:
     """Connect to the mapping's TCP target or unix socket.
 
     Raises:
         OSError: the target refused or cannot be reached.
         TimeoutError: no connection within ``timeout`` seconds.
     """
+    loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         if spec.local_socket is not None:
-            return await asyncio.open_unix_connection(spec.local_socket)
-        local_addr = (bind_address, 0) if bind_address else None
-        return await asyncio.open_connection(spec.host, spec.port, local_addr=local_addr)
+            _, held = await loop.create_unix_connection(HeldConnection, spec.local_socket)
+        else:
+            local_addr = (bind_address, 0) if bind_address else None
+            _, held = await loop.create_connection(
+                HeldConnection, spec.host, spec.port or 0, local_addr=local_addr
+            )
+    return held
 
 
 async def connect_datagrams(
