@@ -45,6 +45,7 @@ __all__ = [
     "FrameTransport",
     "Handshake",
     "WebSocketPeer",
+    "answer_and_close",
     "bound_address",
     "unmask",
 ]
@@ -575,6 +576,20 @@ class ConnectionGate:
         source = self._counted.pop(transport, None) if transport is not None else None
         if source is not None:
             self._release(source)
+
+
+async def answer_and_close(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Send ``response`` with ``Connection: close``, then close the connection, reading nothing more from it.
+
+    For an answer to a request whose body will never come (408): aiohttp would otherwise go on reading the
+    unread body for up to 10 s after the answer (its lingering close) and then serve the connection's next
+    request. The handler returns ``response`` afterwards as usual (aiohttp writes nothing more).
+    """
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    # The handler's force_close skips the lingering read; the transport still sends what was written.
+    request.protocol.force_close()
 
 
 def bound_address(site: web.TCPSite) -> tuple[str, int]:
