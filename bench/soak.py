@@ -14,9 +14,10 @@ CPU are sampled every 0.5 s; a table row is printed every ``--every`` seconds.
 bystander's latency while it ran.
 
 Verdict (exit status 1 when broken): the bystander never failed and never lost a byte, no hostile kind lost a
-byte or got in where it must not, the relay logged no traceback and no ERROR line, its open files came back to
-within ``FD_SLACK`` of the baseline and its RSS grew by less than ``--max-rss-growth`` MiB over the quiet
-phase. Nothing timed is asserted.
+byte or got in where it must not, no kind with a legitimate part was locked out (:data:`LOCKOUT_RULE`: its
+successes grew in every window of the run), the relay logged no traceback and no ERROR line, its open files
+came back to within ``FD_SLACK`` of the baseline and its RSS grew by less than ``--max-rss-growth`` MiB over
+the quiet phase. Nothing timed is asserted.
 """
 
 from __future__ import annotations
@@ -50,12 +51,19 @@ from bench.common import (
     rss,
     spawn,
 )
-from bench.hostile import BYSTANDER_PATH, KINDS, soak_config
+from bench.hostile import BYSTANDER_PATH, KINDS, SUCCESSES, soak_config
 
 #: Open files the relay may keep above its quiet baseline once everything settled (listeners' sockets).
 FD_SLACK = 16
 #: Seconds any one bystander step may take before it counts as a failure.
 STEP = 10.0
+#: Windows shorter than this (the last, partial row of a run) are not judged for lockouts.
+MIN_WINDOW = 2.0
+LOCKOUT_RULE = (
+    f"a kind with a legitimate part ({', '.join(f'{k}: {v!r}' for k, v in SUCCESSES.items())}) is locked "
+    f"out when that count does not grow over a whole window of the run (a table row, at least "
+    f"{MIN_WINDOW:g} s): every attempt refused, cut or stuck"
+)
 
 
 @dataclass
@@ -230,6 +238,16 @@ class Hostiles:
             raise RuntimeError(f"bench.hostile did not start: {line!r}")
         return cls(proc)
 
+    async def snapshot(self) -> dict[str, dict[str, int]]:
+        """The outcomes each kind counted so far."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(b"snapshot\n")
+        await self.proc.stdin.drain()
+        counts: dict[str, dict[str, int]] = json.loads(
+            await asyncio.wait_for(self.proc.stdout.readline(), 60)
+        )
+        return counts
+
     async def stop(self) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(b"stop\n")
@@ -258,6 +276,18 @@ HEADER = (
 )
 
 
+def growth(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """What each kind counted between two snapshots (outcomes that did not grow are left out)."""
+    grown: dict[str, dict[str, int]] = {}
+    for kind, seen in after.items():
+        earlier = before.get(kind, {})
+        delta = {
+            outcome: n - earlier.get(outcome, 0) for outcome, n in seen.items() if n > earlier.get(outcome, 0)
+        }
+        grown[kind] = delta
+    return grown
+
+
 async def attack(
     relay: str,
     kinds: list[str],
@@ -266,17 +296,25 @@ async def attack(
     label: str,
     bystander: Bystander,
     sampler: Sampler,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run ``kinds`` for ``seconds``, a table row every ``every`` seconds; returns the rows and outcomes."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Run ``kinds`` for ``seconds``, a table row every ``every`` seconds; returns the rows, the outcomes and
+    the windows (per row: the kinds, its seconds, what each kind counted in it)."""
     hostiles = await Hostiles.start(relay, kinds)
     rows = []
+    windows: list[dict[str, Any]] = []
     started = time.monotonic()
+    before: dict[str, dict[str, int]] = {}
     try:
         while (elapsed := time.monotonic() - started) < seconds:
             await asyncio.sleep(min(every, seconds - elapsed))
             now = time.monotonic()
-            name = f"{label} {now - started:.0f}s" if label == "attack" else label
+            counts = await hostiles.snapshot()
             since = max(started, now - every) if label == "attack" else started
+            windows.append(
+                {"kinds": kinds, "seconds": round(now - since, 1), "outcomes": growth(before, counts)}
+            )
+            before = counts
+            name = f"{label} {now - started:.0f}s" if label == "attack" else label
             rows.append(row(name, bystander, sampler, since, now))
             if label == "attack":
                 print_row(rows[-1], len(bystander.failures))
@@ -285,7 +323,24 @@ async def attack(
     if label != "attack":
         rows = [row(label, bystander, sampler, started, time.monotonic())]
         print_row(rows[-1], len(bystander.failures))
-    return rows, outcomes
+    return rows, outcomes, windows
+
+
+def lockouts(windows: list[dict[str, Any]]) -> list[str]:
+    """Kinds locked out in some window, by :data:`LOCKOUT_RULE`."""
+    found = []
+    for number, window in enumerate(windows, 1):
+        if window["seconds"] < MIN_WINDOW:
+            continue
+        for kind in window["kinds"]:
+            success = SUCCESSES.get(kind)
+            seen = window["outcomes"].get(kind, {})
+            if success is not None and not seen.get(success):
+                found.append(
+                    f"{kind} locked out in window {number} ({window['seconds']:g} s): no {success!r}; "
+                    f"saw {seen or 'nothing'}"
+                )
+    return found
 
 
 async def settle(session: aiohttp.ClientSession, relay: str, sampler: Sampler, fds: int) -> float:
@@ -329,16 +384,18 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             quiet_rss, quiet_fds = sampler.now()
             rows: list[dict[str, Any]] = []
             outcomes: dict[str, Any] = {}
+            windows: list[dict[str, Any]] = []
             if args.each:
                 for kind in kinds:
-                    kind_rows, kind_outcomes = await attack(
+                    kind_rows, kind_outcomes, kind_windows = await attack(
                         relay, [kind], args.each, args.each, kind, bystander, sampler
                     )
                     rows += kind_rows
                     outcomes[kind] = kind_outcomes
+                    windows += kind_windows
                     await settle(session, relay, sampler, quiet_fds)
             else:
-                rows, outcomes = await attack(
+                rows, outcomes, windows = await attack(
                     relay, kinds, args.seconds, args.every, "attack", bystander, sampler
                 )
             attacked = (began + args.quiet, time.monotonic())
@@ -392,6 +449,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         },
         "rows": rows,
         "hostiles": outcomes,
+        "windows": windows,
     }
     report["problems"] = problems(report, args.max_rss_growth)
     return report
@@ -414,6 +472,7 @@ def problems(report: dict[str, Any], max_rss_growth: float) -> list[str]:
         for outcome, n in seen.items():
             if outcome.startswith("lost") or outcome == "ACCEPTED":
                 found.append(f"{kind}: {outcome} x{n}")
+    found += lockouts(report["windows"])
     relay = report["relay"]
     if relay["log_tracebacks"] or relay["log_errors"]:
         found.append(f"the relay logged {relay['log_tracebacks']} tracebacks; errors: {relay['log_errors']}")
@@ -457,10 +516,11 @@ def run_cli() -> None:
                 print(f"  {name}{' cut' if kind == 'cuts' else ''}: {value}")
         else:  # one kind at a time (--each)
             print(f"  {kind}: {seen['outcomes'].get(kind, {})} {seen['cuts'].get(kind, '')}")
+    print(f"lockout rule: {LOCKOUT_RULE}")
     if report["problems"]:
         print("BROKEN:\n  " + "\n  ".join(report["problems"]))
         sys.exit(1)
-    print("ok: nothing lost, the bystander never failed, open files and memory came back")
+    print("ok: nothing lost, the bystander never failed, no kind locked out, open files and memory came back")
 
 
 if __name__ == "__main__":
