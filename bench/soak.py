@@ -7,8 +7,10 @@ deadlines), a bystander pair in this process on 127.0.0.1 (a listener that echoe
 afresh every second and echoes 1 KiB every 100 ms, checking every byte, plus one relayed POST a second whose
 answer is its CRC32), and the hostile clients of ``bench.hostile`` in a child process on other loopback
 addresses. First ``--quiet`` seconds without hostiles (the bystander's baseline), then ``--seconds`` with all
-of them, then the hostiles stop and the relay gets up to 30 s to settle back. The relay's RSS, open files and
-CPU are sampled every 0.5 s; a table row is printed every ``--every`` seconds.
+of them, then the hostiles stop and the relay gets up to 30 s to settle back. The relay's RSS, open files,
+CPU and accept queue (connections the kernel completed on its port that it has not accepted yet) are
+sampled every 0.5 s; a table row (the largest of each, and the bystander's echo latency and slowest
+connect) is printed every ``--every`` seconds.
 
 ``--each SECONDS`` runs the kinds one at a time instead (the hostile probe): one row per kind with the
 bystander's latency while it ran.
@@ -41,6 +43,7 @@ from aiohttp import WSMsgType
 
 from bench.common import (
     ROOT,
+    accept_queue,
     auth_headers,
     connect_url,
     cpu_seconds,
@@ -168,7 +171,9 @@ class Bystander:
 
     def latency(self, since: float, until: float) -> dict[str, float]:
         values = [ms for when, ms in self.rtts if since <= when < until]
+        connects = [ms for when, ms in self.connects if since <= when < until]
         return {
+            "connect_max_ms": round(max(connects, default=0.0), 1),
             "echoes": len(values),
             "p50_ms": round(percentile(values, 50), 2),
             "p99_ms": round(percentile(values, 99), 2),
@@ -178,16 +183,24 @@ class Bystander:
 
 @dataclass
 class Sampler:
-    """The relay process, read from /proc every 0.5 s."""
+    """The relay process, read from /proc every 0.5 s; ``port`` is the relay's, for its accept queue."""
 
     pid: int
-    samples: list[tuple[float, int, int, float]] = field(default_factory=list)  # (when, rss, fds, cpu s)
+    port: int
+    # (when, rss, fds, cpu s, connections waiting in the kernel's accept queue)
+    samples: list[tuple[float, int, int, float, int]] = field(default_factory=list)
 
     async def run(self) -> None:
         while True:
             with contextlib.suppress(OSError):
                 self.samples.append(
-                    (time.monotonic(), rss(self.pid), open_files(self.pid)[0], cpu_seconds(self.pid))
+                    (
+                        time.monotonic(),
+                        rss(self.pid),
+                        open_files(self.pid)[0],
+                        cpu_seconds(self.pid),
+                        accept_queue(self.port),
+                    )
                 )
             await asyncio.sleep(0.5)
 
@@ -198,6 +211,7 @@ class Sampler:
             "rss_mib": round(max(r[1] for r in rows) / 2**20, 1),
             "fds": max(r[2] for r in rows),
             "cpu_pct": round(cpu, 0),
+            "accept_queue": max(r[4] for r in rows),
         }
 
     def now(self) -> tuple[int, int]:
@@ -264,15 +278,16 @@ def row(label: str, bystander: Bystander, sampler: Sampler, since: float, until:
 
 def print_row(r: dict[str, Any], failures: int) -> None:
     print(
-        f"{r['phase']:>16} {r['rss_mib']:>8.1f} {r['fds']:>6} {r['cpu_pct']:>5.0f} {r['echoes']:>6} "
-        f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} {failures:>8}",
+        f"{r['phase']:>16} {r['rss_mib']:>8.1f} {r['fds']:>6} {r['cpu_pct']:>5.0f} {r['accept_queue']:>6} "
+        f"{r['echoes']:>6} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} "
+        f"{r['connect_max_ms']:>11.1f} {failures:>8}",
         flush=True,
     )
 
 
 HEADER = (
-    f"{'phase':>16} {'RSS MiB':>8} {'fds':>6} {'CPU%':>5} {'echoes':>6} {'p50 ms':>8} {'p99 ms':>8} "
-    f"{'max ms':>8} {'failures':>8}"
+    f"{'phase':>16} {'RSS MiB':>8} {'fds':>6} {'CPU%':>5} {'acc. q':>6} {'echoes':>6} {'p50 ms':>8} "
+    f"{'p99 ms':>8} {'max ms':>8} {'connect max':>11} {'failures':>8}"
 )
 
 
@@ -302,18 +317,17 @@ async def attack(
     hostiles = await Hostiles.start(relay, kinds)
     rows = []
     windows: list[dict[str, Any]] = []
-    started = time.monotonic()
+    started = snapped = time.monotonic()
     before: dict[str, dict[str, int]] = {}
     try:
         while (elapsed := time.monotonic() - started) < seconds:
             await asyncio.sleep(min(every, seconds - elapsed))
             now = time.monotonic()
             counts = await hostiles.snapshot()
+            window = {"kinds": kinds, "seconds": round(now - snapped, 1), "outcomes": growth(before, counts)}
+            windows.append(window)
+            before, snapped = counts, now
             since = max(started, now - every) if label == "attack" else started
-            windows.append(
-                {"kinds": kinds, "seconds": round(now - since, 1), "outcomes": growth(before, counts)}
-            )
-            before = counts
             name = f"{label} {now - started:.0f}s" if label == "attack" else label
             rows.append(row(name, bystander, sampler, since, now))
             if label == "attack":
@@ -366,7 +380,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         relay_child = await spawn("relay", ["relay", "--config", str(config)], stderr=log_file)
     relay = relay_child.ready
     kinds = list(KINDS) if args.kinds == "all" else args.kinds.split(",")
-    sampler = Sampler(relay_child.pid)
+    sampler = Sampler(relay_child.pid, int(relay.rsplit(":", 1)[1]))
     bystander = Bystander(relay)
     stop = asyncio.Event()
     report: dict[str, Any] = {"command": " ".join(["scripts/soak", *sys.argv[1:]]), "kinds": kinds}
@@ -424,6 +438,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "quiet": {k: v for k, v in quiet.items() if k.endswith("_ms") or k == "echoes"},
             "under_attack": under_attack,
             "connect_p50_ms": round(percentile([ms for _, ms in bystander.connects], 50), 2),
+            "connect_ms": [round(ms, 1) for _, ms in bystander.connects],
             "connections": len(bystander.connects),
             "echoes": bystander.echoes,
             "posts": bystander.posts,

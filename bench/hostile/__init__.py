@@ -75,5 +75,6 @@ KINDS: dict[str, Callable[[Ctx], Awaitable[None]]] = {
 #: The kinds with a legitimate part, and the outcome that counts its successes: a run of the soak flags the
 #: kind as locked out when that count stops growing (``bench.soak.lockouts``). Everything else these kinds
 #: see is expected too (churn's resets are its own; http_churn's 429s are the per-source rate limit at work),
-#: as long as some of their traffic gets through.
-SUCCESSES = {"churn": "echoed intact", "http_churn": "answered intact", "full_speed": "bytes"}
+#: as long as some of their traffic gets through. ``full_speed`` is not one: its one connection may rightly
+#: be held back for seconds by backpressure while the relay serves everyone else.
+SUCCESSES = {"churn": "echoed intact", "http_churn": "answered intact"}
