@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,14 @@ FD_SLACK = 16
 #: Seconds any one bystander step may take before it counts as a failure.
 STEP = 10.0
 #: Windows shorter than this (the last, partial row of a run) are not judged for lockouts.
-MIN_WINDOW = 2.0
+#: Seconds without a single success that make a kind locked out (less when the kind ran less long). Longer
+#: than a slow moment of a loaded relay (new connections waited up to 11 s in its accept queue in the
+#: soak), short enough to catch a limit that never lets a client back in.
+LOCKOUT_SECONDS = 20.0
 LOCKOUT_RULE = (
     f"a kind with a legitimate part ({', '.join(f'{k}: {v!r}' for k, v in SUCCESSES.items())}) is locked "
-    f"out when that count does not grow over a whole window of the run (a table row, at least "
-    f"{MIN_WINDOW:g} s): every attempt refused, cut or stuck"
+    f"out when that count does not grow over consecutive table rows of {LOCKOUT_SECONDS:g} s or more (or "
+    f"over all of its rows when it ran less long): every attempt refused, cut or stuck"
 )
 
 
@@ -341,19 +345,28 @@ async def attack(
 
 
 def lockouts(windows: list[dict[str, Any]]) -> list[str]:
-    """Kinds locked out in some window, by :data:`LOCKOUT_RULE`."""
+    """Kinds locked out, by :data:`LOCKOUT_RULE`: for each kind, the spans of consecutive windows (table rows)
+    without a success, flagged when one lasts ``LOCKOUT_SECONDS`` or all the time the kind ran."""
     found = []
-    for number, window in enumerate(windows, 1):
-        if window["seconds"] < MIN_WINDOW:
-            continue
-        for kind in window["kinds"]:
-            success = SUCCESSES.get(kind)
-            seen = window["outcomes"].get(kind, {})
-            if success is not None and not seen.get(success):
+    for kind, success in SUCCESSES.items():
+        ran = [(number, window) for number, window in enumerate(windows, 1) if kind in window["kinds"]]
+        total = sum(window["seconds"] for _, window in ran)
+        span: list[tuple[int, dict[str, Any]]] = []
+        for number, window in [*ran, (0, None)]:  # a sentinel ends the last span
+            seen = window["outcomes"].get(kind, {}) if window is not None else {success: 1}
+            if not seen.get(success):
+                span.append((number, window))
+                continue
+            seconds = sum(w["seconds"] for _, w in span)
+            if span and seconds >= min(LOCKOUT_SECONDS, total):
+                saw: Counter[str] = Counter()
+                for _, w in span:
+                    saw.update(w["outcomes"].get(kind, {}))
                 found.append(
-                    f"{kind} locked out in window {number} ({window['seconds']:g} s): no {success!r}; "
-                    f"saw {seen or 'nothing'}"
+                    f"{kind} locked out for {seconds:g} s (rows {span[0][0]}-{span[-1][0]}): no {success!r}; "
+                    f"saw {dict(saw) or 'nothing'}"
                 )
+            span = []
     return found
 
 
@@ -377,7 +390,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     config.write_text(soak_config())
     log = args.log or workdir / "relay.log"
     with log.open("wb") as log_file:
-        relay_child = await spawn("relay", ["relay", "--config", str(config)], stderr=log_file)
+        relay_child = await spawn(
+            "relay", ["relay", "--config", str(config), "--loop", args.relay_loop], stderr=log_file
+        )
     relay = relay_child.ready
     kinds = list(KINDS) if args.kinds == "all" else args.kinds.split(",")
     sampler = Sampler(relay_child.pid, int(relay.rsplit(":", 1)[1]))
@@ -507,6 +522,12 @@ def run_cli() -> None:
     parser.add_argument("--kinds", default="all", help=f"comma-separated, of: {','.join(KINDS)}")
     parser.add_argument("--each", type=float, default=0, help="run the kinds one at a time, this long each")
     parser.add_argument("--max-rss-growth", type=float, default=128, help="MiB over the quiet phase")
+    parser.add_argument(
+        "--relay-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the relay's event loop (default uvloop, as hyco relay runs where uvloop is installed)",
+    )
     parser.add_argument("--json", type=Path, help="write the whole report here")
     parser.add_argument("--log", type=Path, help="keep the relay's log (warnings and errors) here")
     args = parser.parse_args()
