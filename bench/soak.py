@@ -550,8 +550,11 @@ def run_cli() -> None:
         if kind in ("outcomes", "cuts"):  # all kinds at once
             for name, value in seen.items():
                 print(f"  {name}{' cut' if kind == 'cuts' else ''}: {value}")
+        elif kind == "listener_ends":
+            print(f"  hostile listeners ended (and came back): {seen or 'never'}")
         else:  # one kind at a time (--each)
-            print(f"  {kind}: {seen['outcomes'].get(kind, {})} {seen['cuts'].get(kind, '')}")
+            ends = f" (listener ended: {seen['listener_ends']})" if seen.get("listener_ends") else ""
+            print(f"  {kind}: {seen['outcomes'].get(kind, {})} {seen['cuts'].get(kind, '')}{ends}")
     print(f"lockout rule: {LOCKOUT_RULE}")
     if report["problems"]:
         print("BROKEN:\n  " + "\n  ".join(report["problems"]))

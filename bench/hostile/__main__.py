@@ -57,7 +57,7 @@ def summary(ctx: Ctx) -> dict[str, Any]:
         for kind, v in ctx.cut_seconds.items()
         if v
     }
-    return {"outcomes": counts(ctx), "cuts": cuts}
+    return {"outcomes": counts(ctx), "cuts": cuts, "listener_ends": dict(ctx.listener_ends)}
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -49,6 +49,8 @@ class Ctx:
     outcomes: dict[str, Counter[str]] = field(default_factory=dict)
     cut_seconds: dict[str, list[float]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    #: How the hostile entities' control channels ended (each listener then comes back).
+    listener_ends: Counter[str] = field(default_factory=Counter)
 
     @property
     def host(self) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import uuid
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -19,12 +20,8 @@ from bench.hostile.context import MODE_HEADER, Ctx, RawWs, auth
 
 async def hostile_listener(ctx: Ctx, session: aiohttp.ClientSession) -> None:
     """Listener of ``hostile``: accepts every connection; echoes when asked (MODE_HEADER), else discards.
-    Answers inline requests with ``LENGTH CRC32``."""
-    ws = await session.ws_connect(
-        listen_url(ctx.relay, str(uuid.uuid4()), "hostile"),
-        headers=auth(ctx, "hostile"),
-        max_msg_size=32 << 20,
-    )
+    Answers inline requests with ``LENGTH CRC32``. When its control channel ends it comes back (as a real
+    listener would), counting how it ended in ``ctx.listener_ends``: churn and http_churn depend on it."""
     tasks: set[asyncio.Task[None]] = set()
 
     async def serve(accept: dict[str, Any]) -> None:
@@ -38,6 +35,31 @@ async def hostile_listener(ctx: Ctx, session: aiohttp.ClientSession) -> None:
                     await peer.send_str(msg.data)
             await peer.close()
 
+    while not ctx.stop.is_set():
+        try:
+            ws = await session.ws_connect(
+                listen_url(ctx.relay, str(uuid.uuid4()), "hostile"),
+                headers=auth(ctx, "hostile"),
+                max_msg_size=32 << 20,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            ctx.listener_ends[f"hostile: could not connect ({type(exc).__name__})"] += 1
+            await asyncio.sleep(1)
+            continue
+        try:
+            await _serve_hostile_channel(ws, tasks, serve)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            ctx.listener_ends[f"hostile: {type(exc).__name__}"] += 1
+        else:
+            ctx.listener_ends[f"hostile: closed ({ws.close_code})"] += 1
+
+
+async def _serve_hostile_channel(
+    ws: aiohttp.ClientWebSocketResponse,
+    tasks: set[asyncio.Task[None]],
+    serve: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """Answer the hostile listener's control channel until it ends."""
     waiting: dict[str, Any] | None = None
     async for msg in ws:
         if msg.type is WSMsgType.BINARY and waiting is not None:
