@@ -122,6 +122,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def accept_queue(port: int) -> int:
+    """Connections the kernel completed on the listening socket of ``port`` that nobody accepted yet (the
+    ``rx_queue`` of a LISTEN socket in /proc/net/tcp; 0 when there is no such socket)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return int(fields[4].split(":")[1], 16)
+    return 0
+
+
 def open_files(pid: int) -> tuple[int, int]:
     """(open descriptors, soft limit) of ``pid``."""
     count = len(os.listdir(f"/proc/{pid}/fd"))

@@ -7,16 +7,19 @@ deadlines), a bystander pair in this process on 127.0.0.1 (a listener that echoe
 afresh every second and echoes 1 KiB every 100 ms, checking every byte, plus one relayed POST a second whose
 answer is its CRC32), and the hostile clients of ``bench.hostile`` in a child process on other loopback
 addresses. First ``--quiet`` seconds without hostiles (the bystander's baseline), then ``--seconds`` with all
-of them, then the hostiles stop and the relay gets up to 30 s to settle back. The relay's RSS, open files and
-CPU are sampled every 0.5 s; a table row is printed every ``--every`` seconds.
+of them, then the hostiles stop and the relay gets up to 30 s to settle back. The relay's RSS, open files,
+CPU and accept queue (connections the kernel completed on its port that it has not accepted yet) are
+sampled every 0.5 s; a table row (the largest of each, and the bystander's echo latency and slowest
+connect) is printed every ``--every`` seconds.
 
 ``--each SECONDS`` runs the kinds one at a time instead (the hostile probe): one row per kind with the
 bystander's latency while it ran.
 
 Verdict (exit status 1 when broken): the bystander never failed and never lost a byte, no hostile kind lost a
-byte or got in where it must not, the relay logged no traceback and no ERROR line, its open files came back to
-within ``FD_SLACK`` of the baseline and its RSS grew by less than ``--max-rss-growth`` MiB over the quiet
-phase. Nothing timed is asserted.
+byte or got in where it must not, no kind with a legitimate part was locked out (:data:`LOCKOUT_RULE`: its
+successes grew in every window of the run), the relay logged no traceback and no ERROR line, its open files
+came back to within ``FD_SLACK`` of the baseline and its RSS grew by less than ``--max-rss-growth`` MiB over
+the quiet phase. Nothing timed is asserted.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import tempfile
 import time
 import uuid
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ from aiohttp import WSMsgType
 
 from bench.common import (
     ROOT,
+    accept_queue,
     auth_headers,
     connect_url,
     cpu_seconds,
@@ -50,12 +55,22 @@ from bench.common import (
     rss,
     spawn,
 )
-from bench.hostile import BYSTANDER_PATH, KINDS, soak_config
+from bench.hostile import BYSTANDER_PATH, KINDS, SUCCESSES, soak_config
 
 #: Open files the relay may keep above its quiet baseline once everything settled (listeners' sockets).
 FD_SLACK = 16
 #: Seconds any one bystander step may take before it counts as a failure.
 STEP = 10.0
+#: Windows shorter than this (the last, partial row of a run) are not judged for lockouts.
+#: Seconds without a single success that make a kind locked out (less when the kind ran less long). Longer
+#: than a slow moment of a loaded relay (new connections waited up to 11 s in its accept queue in the
+#: soak), short enough to catch a limit that never lets a client back in.
+LOCKOUT_SECONDS = 20.0
+LOCKOUT_RULE = (
+    f"a kind with a legitimate part ({', '.join(f'{k}: {v!r}' for k, v in SUCCESSES.items())}) is locked "
+    f"out when that count does not grow over consecutive table rows of {LOCKOUT_SECONDS:g} s or more (or "
+    f"over all of its rows when it ran less long): every attempt refused, cut or stuck"
+)
 
 
 @dataclass
@@ -160,7 +175,9 @@ class Bystander:
 
     def latency(self, since: float, until: float) -> dict[str, float]:
         values = [ms for when, ms in self.rtts if since <= when < until]
+        connects = [ms for when, ms in self.connects if since <= when < until]
         return {
+            "connect_max_ms": round(max(connects, default=0.0), 1),
             "echoes": len(values),
             "p50_ms": round(percentile(values, 50), 2),
             "p99_ms": round(percentile(values, 99), 2),
@@ -170,16 +187,24 @@ class Bystander:
 
 @dataclass
 class Sampler:
-    """The relay process, read from /proc every 0.5 s."""
+    """The relay process, read from /proc every 0.5 s; ``port`` is the relay's, for its accept queue."""
 
     pid: int
-    samples: list[tuple[float, int, int, float]] = field(default_factory=list)  # (when, rss, fds, cpu s)
+    port: int
+    # (when, rss, fds, cpu s, connections waiting in the kernel's accept queue)
+    samples: list[tuple[float, int, int, float, int]] = field(default_factory=list)
 
     async def run(self) -> None:
         while True:
             with contextlib.suppress(OSError):
                 self.samples.append(
-                    (time.monotonic(), rss(self.pid), open_files(self.pid)[0], cpu_seconds(self.pid))
+                    (
+                        time.monotonic(),
+                        rss(self.pid),
+                        open_files(self.pid)[0],
+                        cpu_seconds(self.pid),
+                        accept_queue(self.port),
+                    )
                 )
             await asyncio.sleep(0.5)
 
@@ -190,6 +215,7 @@ class Sampler:
             "rss_mib": round(max(r[1] for r in rows) / 2**20, 1),
             "fds": max(r[2] for r in rows),
             "cpu_pct": round(cpu, 0),
+            "accept_queue": max(r[4] for r in rows),
         }
 
     def now(self) -> tuple[int, int]:
@@ -230,6 +256,16 @@ class Hostiles:
             raise RuntimeError(f"bench.hostile did not start: {line!r}")
         return cls(proc)
 
+    async def snapshot(self) -> dict[str, dict[str, int]]:
+        """The outcomes each kind counted so far."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(b"snapshot\n")
+        await self.proc.stdin.drain()
+        counts: dict[str, dict[str, int]] = json.loads(
+            await asyncio.wait_for(self.proc.stdout.readline(), 60)
+        )
+        return counts
+
     async def stop(self) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(b"stop\n")
@@ -246,16 +282,29 @@ def row(label: str, bystander: Bystander, sampler: Sampler, since: float, until:
 
 def print_row(r: dict[str, Any], failures: int) -> None:
     print(
-        f"{r['phase']:>16} {r['rss_mib']:>8.1f} {r['fds']:>6} {r['cpu_pct']:>5.0f} {r['echoes']:>6} "
-        f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} {failures:>8}",
+        f"{r['phase']:>16} {r['rss_mib']:>8.1f} {r['fds']:>6} {r['cpu_pct']:>5.0f} {r['accept_queue']:>6} "
+        f"{r['echoes']:>6} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} "
+        f"{r['connect_max_ms']:>11.1f} {failures:>8}",
         flush=True,
     )
 
 
 HEADER = (
-    f"{'phase':>16} {'RSS MiB':>8} {'fds':>6} {'CPU%':>5} {'echoes':>6} {'p50 ms':>8} {'p99 ms':>8} "
-    f"{'max ms':>8} {'failures':>8}"
+    f"{'phase':>16} {'RSS MiB':>8} {'fds':>6} {'CPU%':>5} {'acc. q':>6} {'echoes':>6} {'p50 ms':>8} "
+    f"{'p99 ms':>8} {'max ms':>8} {'connect max':>11} {'failures':>8}"
 )
+
+
+def growth(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """What each kind counted between two snapshots (outcomes that did not grow are left out)."""
+    grown: dict[str, dict[str, int]] = {}
+    for kind, seen in after.items():
+        earlier = before.get(kind, {})
+        delta = {
+            outcome: n - earlier.get(outcome, 0) for outcome, n in seen.items() if n > earlier.get(outcome, 0)
+        }
+        grown[kind] = delta
+    return grown
 
 
 async def attack(
@@ -266,17 +315,24 @@ async def attack(
     label: str,
     bystander: Bystander,
     sampler: Sampler,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run ``kinds`` for ``seconds``, a table row every ``every`` seconds; returns the rows and outcomes."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Run ``kinds`` for ``seconds``, a table row every ``every`` seconds; returns the rows, the outcomes and
+    the windows (per row: the kinds, its seconds, what each kind counted in it)."""
     hostiles = await Hostiles.start(relay, kinds)
     rows = []
-    started = time.monotonic()
+    windows: list[dict[str, Any]] = []
+    started = snapped = time.monotonic()
+    before: dict[str, dict[str, int]] = {}
     try:
         while (elapsed := time.monotonic() - started) < seconds:
             await asyncio.sleep(min(every, seconds - elapsed))
             now = time.monotonic()
-            name = f"{label} {now - started:.0f}s" if label == "attack" else label
+            counts = await hostiles.snapshot()
+            window = {"kinds": kinds, "seconds": round(now - snapped, 1), "outcomes": growth(before, counts)}
+            windows.append(window)
+            before, snapped = counts, now
             since = max(started, now - every) if label == "attack" else started
+            name = f"{label} {now - started:.0f}s" if label == "attack" else label
             rows.append(row(name, bystander, sampler, since, now))
             if label == "attack":
                 print_row(rows[-1], len(bystander.failures))
@@ -285,7 +341,33 @@ async def attack(
     if label != "attack":
         rows = [row(label, bystander, sampler, started, time.monotonic())]
         print_row(rows[-1], len(bystander.failures))
-    return rows, outcomes
+    return rows, outcomes, windows
+
+
+def lockouts(windows: list[dict[str, Any]]) -> list[str]:
+    """Kinds locked out, by :data:`LOCKOUT_RULE`: for each kind, the spans of consecutive windows (table rows)
+    without a success, flagged when one lasts ``LOCKOUT_SECONDS`` or all the time the kind ran."""
+    found = []
+    for kind, success in SUCCESSES.items():
+        ran = [(number, window) for number, window in enumerate(windows, 1) if kind in window["kinds"]]
+        total = sum(window["seconds"] for _, window in ran)
+        span: list[tuple[int, dict[str, Any]]] = []
+        for number, window in [*ran, (0, None)]:  # a sentinel ends the last span
+            seen = window["outcomes"].get(kind, {}) if window is not None else {success: 1}
+            if not seen.get(success):
+                span.append((number, window))
+                continue
+            seconds = sum(w["seconds"] for _, w in span)
+            if span and seconds >= min(LOCKOUT_SECONDS, total):
+                saw: Counter[str] = Counter()
+                for _, w in span:
+                    saw.update(w["outcomes"].get(kind, {}))
+                found.append(
+                    f"{kind} locked out for {seconds:g} s (rows {span[0][0]}-{span[-1][0]}): no {success!r}; "
+                    f"saw {dict(saw) or 'nothing'}"
+                )
+            span = []
+    return found
 
 
 async def settle(session: aiohttp.ClientSession, relay: str, sampler: Sampler, fds: int) -> float:
@@ -308,10 +390,12 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     config.write_text(soak_config())
     log = args.log or workdir / "relay.log"
     with log.open("wb") as log_file:
-        relay_child = await spawn("relay", ["relay", "--config", str(config)], stderr=log_file)
+        relay_child = await spawn(
+            "relay", ["relay", "--config", str(config), "--loop", args.relay_loop], stderr=log_file
+        )
     relay = relay_child.ready
     kinds = list(KINDS) if args.kinds == "all" else args.kinds.split(",")
-    sampler = Sampler(relay_child.pid)
+    sampler = Sampler(relay_child.pid, int(relay.rsplit(":", 1)[1]))
     bystander = Bystander(relay)
     stop = asyncio.Event()
     report: dict[str, Any] = {"command": " ".join(["scripts/soak", *sys.argv[1:]]), "kinds": kinds}
@@ -329,16 +413,18 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             quiet_rss, quiet_fds = sampler.now()
             rows: list[dict[str, Any]] = []
             outcomes: dict[str, Any] = {}
+            windows: list[dict[str, Any]] = []
             if args.each:
                 for kind in kinds:
-                    kind_rows, kind_outcomes = await attack(
+                    kind_rows, kind_outcomes, kind_windows = await attack(
                         relay, [kind], args.each, args.each, kind, bystander, sampler
                     )
                     rows += kind_rows
                     outcomes[kind] = kind_outcomes
+                    windows += kind_windows
                     await settle(session, relay, sampler, quiet_fds)
             else:
-                rows, outcomes = await attack(
+                rows, outcomes, windows = await attack(
                     relay, kinds, args.seconds, args.every, "attack", bystander, sampler
                 )
             attacked = (began + args.quiet, time.monotonic())
@@ -367,6 +453,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "quiet": {k: v for k, v in quiet.items() if k.endswith("_ms") or k == "echoes"},
             "under_attack": under_attack,
             "connect_p50_ms": round(percentile([ms for _, ms in bystander.connects], 50), 2),
+            "connect_ms": [round(ms, 1) for _, ms in bystander.connects],
             "connections": len(bystander.connects),
             "echoes": bystander.echoes,
             "posts": bystander.posts,
@@ -392,6 +479,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         },
         "rows": rows,
         "hostiles": outcomes,
+        "windows": windows,
     }
     report["problems"] = problems(report, args.max_rss_growth)
     return report
@@ -414,6 +502,7 @@ def problems(report: dict[str, Any], max_rss_growth: float) -> list[str]:
         for outcome, n in seen.items():
             if outcome.startswith("lost") or outcome == "ACCEPTED":
                 found.append(f"{kind}: {outcome} x{n}")
+    found += lockouts(report["windows"])
     relay = report["relay"]
     if relay["log_tracebacks"] or relay["log_errors"]:
         found.append(f"the relay logged {relay['log_tracebacks']} tracebacks; errors: {relay['log_errors']}")
@@ -433,6 +522,12 @@ def run_cli() -> None:
     parser.add_argument("--kinds", default="all", help=f"comma-separated, of: {','.join(KINDS)}")
     parser.add_argument("--each", type=float, default=0, help="run the kinds one at a time, this long each")
     parser.add_argument("--max-rss-growth", type=float, default=128, help="MiB over the quiet phase")
+    parser.add_argument(
+        "--relay-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the relay's event loop (default uvloop, as hyco relay runs where uvloop is installed)",
+    )
     parser.add_argument("--json", type=Path, help="write the whole report here")
     parser.add_argument("--log", type=Path, help="keep the relay's log (warnings and errors) here")
     args = parser.parse_args()
@@ -455,12 +550,16 @@ def run_cli() -> None:
         if kind in ("outcomes", "cuts"):  # all kinds at once
             for name, value in seen.items():
                 print(f"  {name}{' cut' if kind == 'cuts' else ''}: {value}")
+        elif kind == "listener_ends":
+            print(f"  hostile listeners ended (and came back): {seen or 'never'}")
         else:  # one kind at a time (--each)
-            print(f"  {kind}: {seen['outcomes'].get(kind, {})} {seen['cuts'].get(kind, '')}")
+            ends = f" (listener ended: {seen['listener_ends']})" if seen.get("listener_ends") else ""
+            print(f"  {kind}: {seen['outcomes'].get(kind, {})} {seen['cuts'].get(kind, '')}{ends}")
+    print(f"lockout rule: {LOCKOUT_RULE}")
     if report["problems"]:
         print("BROKEN:\n  " + "\n  ".join(report["problems"]))
         sys.exit(1)
-    print("ok: nothing lost, the bystander never failed, open files and memory came back")
+    print("ok: nothing lost, the bystander never failed, no kind locked out, open files and memory came back")
 
 
 if __name__ == "__main__":

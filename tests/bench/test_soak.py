@@ -1,7 +1,8 @@
 """The soak's 60-second variant: every hostile kind against one relay process while a bystander uses it.
 
 Nothing timed is asserted: the bystander never failed and never lost a byte, no hostile got in or lost a byte,
-every kind really ran, and the relay's open files and memory came back within generous bounds.
+no kind with a legitimate part was locked out (the verdict's problems), every kind really ran, and the relay's
+open files and memory came back within generous bounds.
 """
 
 from __future__ import annotations

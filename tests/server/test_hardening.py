@@ -235,6 +235,29 @@ async def test_a_stalled_small_body_ends_with_408_and_frees_its_slot(relay_facto
         assert resp.status == 204
 
 
+async def test_after_a_408_the_relay_reads_nothing_more_from_the_connection(relay_factory, session):
+    # aiohttp keeps reading an unanswered body for 10 s after the answer (its lingering close) and then serves
+    # the next request on the connection: a stalled body's connection must close right after its 408.
+    relay = await relay_factory(limits=Limits(body_timeout=0.3))
+    await RawListener.open(session, relay.url, "open")
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(b"POST /open HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert b" 408 " in head.split(b"\r\n")[0]
+    assert b"\r\nConnection: close\r\n" in head
+    # The rest of the body, then a second request on the same connection: it must never be answered.
+    try:
+        writer.write(b"x" * 90 + b"GET /$health HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), TIMEOUT)  # up to EOF: the relay closed the connection
+    except ConnectionResetError:  # the relay closed with our bytes unread: the kernel resets instead
+        rest = b""
+    assert b"HTTP/1.1 200" not in rest
+    writer.close()
+    await wait_for_health(session, relay.http_url, "http_requests_in_flight", 0)
+
+
 @pytest.mark.parametrize("how", ["close", "reset"])
 async def test_a_sender_that_hangs_up_while_its_upload_waits_is_released_at_once(relay: Relay, session, how):
     # request_timeout is 60 s: an exchange that outlives TIMEOUT was held for the listener, not released.

@@ -25,9 +25,11 @@ __all__ = [
     "FrameParser",
     "Opcode",
     "binary_payloads",
+    "close_code_is_valid",
     "encode_close",
     "encode_frame",
     "parse_close",
+    "read_close",
     "read_text",
 ]
 
@@ -102,6 +104,38 @@ def encode_close(code: int, reason: str = "") -> bytes:
     return struct.pack("!H", code) + reason.encode()[:123]
 
 
+def close_code_is_valid(code: int) -> bool:
+    """Whether a peer may send ``code`` in a Close frame (RFC 6455 7.4).
+
+    1000-1003 and 1007-1014 (defined by RFC 6455 and registered with IANA) and 3000-4999 (libraries,
+    applications); never 1004-1006 or 1015 (reserved, or meant for reporting only), nor anything else.
+    """
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def read_close(payload: bytes) -> tuple[int, str]:
+    """The code and reason of a Close frame a peer sent, checked as RFC 6455 5.5.1 and 7.4 require.
+
+    Returns:
+        ``(code, reason)``; ``(1005, "")`` for a Close without a payload (no status code present).
+
+    Raises:
+        RemoteProtocolError: a 1-byte payload or a code no peer may send (``close_code`` 1002, protocol
+            error), or a reason that is not UTF-8 (1007).
+    """
+    if not payload:
+        return 1005, ""
+    if len(payload) < 2:
+        raise RemoteProtocolError("a Close frame's payload is one byte", close_code=1002)
+    code = struct.unpack("!H", payload[:2])[0]
+    if not close_code_is_valid(code):
+        raise RemoteProtocolError(f"invalid close code {code}", close_code=1002)
+    try:
+        return code, payload[2:].decode()
+    except UnicodeDecodeError:
+        raise RemoteProtocolError("a Close frame's reason is not UTF-8", close_code=1007) from None
+
+
 def parse_close(payload: bytes) -> tuple[int, str]:
     """Code and reason of a Close frame's payload (1005 when it carries no code)."""
     if len(payload) < 2:
@@ -139,7 +173,8 @@ class FrameParser:
 
         Raises:
             RemoteProtocolError: reserved bits, unknown opcode, masking that breaks the rule for this side,
-                a frame over ``max_frame_size``, a fragmented or oversize control frame, or bad continuation.
+                a fragmented or oversize control frame, or bad continuation (``close_code`` 1002, protocol
+                error); a frame over ``max_frame_size`` (1009).
         """
         self._buffer += data
         return list(self._frames())
@@ -149,15 +184,21 @@ class FrameParser:
         while len(buf) >= 2:
             first, second = buf[0], buf[1]
             if first & 0x70:
-                raise RemoteProtocolError("frame uses reserved bits (no extension was negotiated)")
+                raise RemoteProtocolError(
+                    "frame uses reserved bits (no extension was negotiated)", close_code=1002
+                )
             try:
                 opcode = Opcode(first & 0x0F)
             except ValueError:
-                raise RemoteProtocolError(f"unknown frame opcode {first & 0x0F:#x}") from None
+                raise RemoteProtocolError(
+                    f"unknown frame opcode {first & 0x0F:#x}", close_code=1002
+                ) from None
             fin = bool(first & 0x80)
             masked = bool(second & 0x80)
             if masked != self._expect_masked:
-                raise RemoteProtocolError("frame masking is wrong for this side of the connection")
+                raise RemoteProtocolError(
+                    "frame masking is wrong for this side of the connection", close_code=1002
+                )
             length = second & 0x7F
             offset = 2
             if length == 126:
@@ -171,9 +212,13 @@ class FrameParser:
                 length = struct.unpack_from("!Q", buf, 2)[0]
                 offset = 10
             if opcode.is_control and (length > 125 or not fin):
-                raise RemoteProtocolError("control frames must be final and at most 125 bytes")
+                raise RemoteProtocolError(
+                    "control frames must be final and at most 125 bytes", close_code=1002
+                )
             if length > self._max:
-                raise RemoteProtocolError(f"frame of {length} bytes exceeds the limit of {self._max}")
+                raise RemoteProtocolError(
+                    f"frame of {length} bytes exceeds the limit of {self._max}", close_code=1009
+                )
             key_end = offset + (4 if masked else 0)
             if len(buf) < key_end + length:
                 return
@@ -186,7 +231,8 @@ class FrameParser:
                     raise RemoteProtocolError(
                         "continuation frame outside a message"
                         if opcode is Opcode.CONTINUATION
-                        else "new message started before the previous one ended"
+                        else "new message started before the previous one ended",
+                        close_code=1002,
                     )
                 self._in_message = not fin
             yield Frame(opcode, payload, fin)

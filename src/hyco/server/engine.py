@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import socket
@@ -27,11 +28,13 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.client_exceptions import ClientConnectionResetError
+from aiohttp.http_websocket import WebSocketError
 
 from hyco._wsmask import apply_mask
 from hyco.exceptions import ConnectionLost, RelayError
+from hyco.protocol.frames import close_code_is_valid
 from hyco.server.framepeer import FramePeer
 from hyco.server.peer import Message, MessageKind, PeerGone
 
@@ -42,6 +45,7 @@ __all__ = [
     "FrameTransport",
     "Handshake",
     "WebSocketPeer",
+    "answer_and_close",
     "bound_address",
     "unmask",
 ]
@@ -99,8 +103,19 @@ class WebSocketPeer:
             data = msg.data
             return Message(kind, data if isinstance(data, bytes) else data.encode())
         if msg.type is WSMsgType.CLOSE:
-            return Message(MessageKind.CLOSE, code=int(msg.data or 1000), reason=msg.extra or "")
+            code = int(msg.data or 1000)
+            if not close_code_is_valid(code):
+                # aiohttp lets 1006 and codes from 5000 through (RFC 6455 7.4: a protocol error).
+                await self._fail(1002, f"Invalid close code {code}")
+                return Message(MessageKind.GONE)
+            return Message(MessageKind.CLOSE, code=code, reason=msg.extra or "")
         return Message(MessageKind.GONE)
+
+    async def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): a Close, then the TCP close without waiting for an answer."""
+        with contextlib.suppress(*_SOCKET_ERRORS):
+            await self._ws.send_frame(close_payload(code, reason), WSMsgType.CLOSE)
+        self.abort()
 
     async def send(self, message: Message) -> None:
         """Send one data message, waiting while the transport's buffer is full."""
@@ -229,6 +244,85 @@ class _Upgraded(web.StreamResponse):
         return None
 
 
+class _MaskCheck:
+    """Passes a client's bytes on to aiohttp's frame reader; fails the connection at the first unmasked frame.
+
+    aiohttp's server accepts unmasked frames; RFC 6455 5.1 says a server must close the connection on one.
+    Only frame headers are read here (payloads are skipped by count), so the cost is per frame, not per byte.
+    The failure goes through aiohttp's own path for a framing error: the reader's queue gets a
+    ``WebSocketError(1002)``, and ``receive()`` answers it with a Close 1002 and closes the connection.
+    """
+
+    def __init__(self, reader: Any, queue: Any) -> None:
+        self._reader = reader
+        self._queue = queue
+        self._head = bytearray()  # the part of the current frame's header seen so far
+        self._skip = 0  # payload bytes of the current frame still to come
+        self._failed = False
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if self._failed:
+            return True, b""
+        end = self._unmasked_frame_at(data)
+        if end is None:
+            return self._reader.feed_data(data)  # type: ignore[no-any-return]
+        if end:
+            self._reader.feed_data(data[:end])  # the frames before the unmasked one
+        self._failed = True
+        self._queue.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, "Unmasked frame"))
+        return True, b""
+
+    def feed_eof(self) -> None:
+        self._reader.feed_eof()
+
+    def _unmasked_frame_at(self, data: bytes) -> int | None:
+        """Where in ``data`` an unmasked frame starts (0 if its header began earlier), or None."""
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._skip:
+                step = min(self._skip, size - pos)
+                self._skip -= step
+                pos += step
+                continue
+            head = self._head
+            start = pos - len(head)
+            if len(head) < 2:
+                take = min(2 - len(head), size - pos)
+                head += data[pos : pos + take]
+                pos += take
+                if len(head) < 2:
+                    return None
+                if not head[1] & 0x80:
+                    return max(start, 0)
+            length = head[1] & 0x7F
+            need = 2 + {126: 2, 127: 8}.get(length, 0) + 4
+            take = min(need - len(head), size - pos)
+            head += data[pos : pos + take]
+            pos += take
+            if len(head) < need:
+                return None
+            if length >= 126:
+                length = int.from_bytes(head[2 : need - 4], "big")
+            self._skip = length
+            head.clear()
+        return None
+
+
+class _CheckedResponse(web.WebSocketResponse):
+    """aiohttp's server WebSocket, refusing unmasked client frames (:class:`_MaskCheck`)."""
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        # aiohttp's hook installs its reader and feeds it the bytes that came with the request: keep those
+        # back, put the check in front of the reader, and feed them through the check.
+        handler = request.protocol
+        tail, handler._message_tail = handler._message_tail, b""
+        super()._post_start(request, protocol, writer)
+        check = _MaskCheck(handler._payload_parser, self._reader)
+        handler._payload_parser = check
+        if tail:
+            check.feed_data(tail)
+
+
 class _FrameResponse(web.WebSocketResponse):
     """aiohttp's handshake, then the sink instead of aiohttp's reassembling reader."""
 
@@ -280,11 +374,13 @@ class FrameTransport:
         else:
             transport.resume_reading()
 
-    def close(self) -> None:
-        """Drop the connection. Idempotent."""
+    def close(self, last: bytes = b"") -> None:
+        """Drop the connection after writing ``last`` (a Close frame), without waiting. Idempotent."""
         transport = self._request.transport
         if transport is not None and not transport.is_closing():
-            transport.close()
+            if last:
+                transport.write(last)
+            transport.close()  # the buffered bytes are still sent
 
 
 class Handshake:
@@ -349,7 +445,7 @@ class Handshake:
         Raises:
             ConnectionLost: the client went away during the handshake.
         """
-        ws = web.WebSocketResponse(
+        ws = _CheckedResponse(
             protocols=(protocol,) if protocol else (),
             autoclose=False,
             autoping=False,  # answered in WebSocketPeer.receive, yielding to other connections
@@ -488,6 +584,20 @@ class ConnectionGate:
         source = self._counted.pop(transport, None) if transport is not None else None
         if source is not None:
             self._release(source)
+
+
+async def answer_and_close(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Send ``response`` with ``Connection: close``, then close the connection, reading nothing more from it.
+
+    For an answer to a request whose body will never come (408): aiohttp would otherwise go on reading the
+    unread body for up to 10 s after the answer (its lingering close) and then serve the connection's next
+    request. The handler returns ``response`` afterwards as usual (aiohttp writes nothing more).
+    """
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    # The handler's force_close skips the lingering read; the transport still sends what was written.
+    request.protocol.force_close()
 
 
 def bound_address(site: web.TCPSite) -> tuple[str, int]:

@@ -11,7 +11,9 @@ Everything else stays with the splice (``hyco.server.splice``): :meth:`FramePeer
 of the stream (CLOSE with code and reason, or GONE), and the splice forwards Closes (half-close) and picks
 the close codes. The rules the message-level socket had are kept: pings are answered, the relay's own pings
 cut a peer that stops answering (``heartbeat``), a message over ``max_message_size`` is refused with Close
-1009 and a framing error with Close 1002 (1007 for a Close reason that is not UTF-8), each then reported GONE.
+1009 and a framing error (an unmasked frame, a Close with a code no peer may send) with Close 1002 (1007 for a
+Close reason that is not UTF-8): the connection is then closed without waiting for an answer (RFC 6455
+7.1.7, "Fail the WebSocket Connection") and reported GONE.
 """
 
 from __future__ import annotations
@@ -21,15 +23,15 @@ import struct
 from collections.abc import Callable
 
 from hyco._wsmask import mask_in_place
+from hyco.exceptions import RemoteProtocolError
+from hyco.protocol.frames import read_close
 from hyco.server.peer import LinkablePeer, Message, MessageKind, PeerGone
 
 __all__ = ["FramePeer"]
 
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _FIN = 0x80
-_PROTOCOL_ERROR, _INVALID_TEXT, _MESSAGE_TOO_BIG = 1002, 1007, 1009
-#: Close codes below 3000 a peer may send (RFC 6455 7.4.1; the set aiohttp accepts).
-_VALID_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_PROTOCOL_ERROR, _MESSAGE_TOO_BIG = 1002, 1009
 #: Bytes of frames that arrived before the splice linked the peers, buffered before reading pauses.
 EARLY_LIMIT = 256 * 1024
 #: Payload size from which an incomplete frame gets a buffer of its own instead of waiting in the read buffer.
@@ -122,7 +124,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         self._large: bytearray | None = None  # the payload of a large frame still arriving
         self._large_filled = 0
         self._large_first = 0
-        self._large_key: bytes | None = None
+        self._large_key = b""
         self._timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._pinged = False
@@ -328,11 +330,13 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
             waiter.set_result(None)
 
     def _fail(self, code: int, reason: str) -> None:
-        """The peer broke the rules: tell it with a Close (as aiohttp did), then report GONE."""
+        """The peer broke the rules: tell it with a Close, close the connection (RFC 6455 7.1.7, "Fail the
+        WebSocket Connection": its Close is not waited for), then report GONE."""
         if not self._close_sent and self._writable():
             self._close_sent = True
             self._write_frame(_CLOSE, _close_payload(code, reason))
         self._end(_GONE)
+        self.abort()
 
     def _beat(self) -> None:
         """Heartbeat: ping; a peer that sent nothing (not even a pong) half an interval later is GONE."""
@@ -389,12 +393,13 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
                     break
                 length = int.from_bytes(view[head : head + 8], "big")
                 head += 8
-            key = None
-            if second & 0x80:
-                if size - head < 4:
-                    break
-                key = bytes(view[head : head + 4])
-                head += 4
+            if not second & 0x80:  # RFC 6455 5.1: a server must close the connection on an unmasked frame
+                self._fail(_PROTOCOL_ERROR, "Unmasked frame")
+                break
+            if size - head < 4:
+                break
+            key = bytes(view[head : head + 4])
+            head += 4
             opcode, fin = first & 0x0F, first & _FIN
             # Checked before the payload is waited for: an oversize frame is refused, never buffered.
             if first & 0x70:
@@ -422,13 +427,8 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
             pos = end
             self._awaiting_pong = False
             self._heard = True
-            if key is not None:
-                payload: bytes | bytearray = (
-                    view[head:end] if isinstance(view, bytearray) else bytearray(memoryview(view)[head:end])
-                )
-                mask_in_place(key, payload)  # type: ignore[arg-type]
-            else:
-                payload = view[head:end]
+            payload = view[head:end] if isinstance(view, bytearray) else bytearray(memoryview(view)[head:end])
+            mask_in_place(key, payload)
             if opcode < _CLOSE:
                 self._data_frame(first, payload, out)
             elif opcode == _PING:
@@ -452,8 +452,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
             self._large = None
             self._awaiting_pong = False
             self._heard = True
-            if self._large_key is not None:
-                mask_in_place(self._large_key, large)
+            mask_in_place(self._large_key, large)
             out: list[bytes | bytearray] = []
             self._data_frame(self._large_first, large, out)
             self._flush(out)
@@ -484,19 +483,9 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
             partner._transport.writelines(out)  # type: ignore[union-attr]
 
     def _received_close(self, payload: bytes) -> None:
-        if not payload:
-            self._end(Message(MessageKind.CLOSE, code=1000))
-            return
-        if len(payload) < 2:
-            self._fail(_PROTOCOL_ERROR, "Bad close frame")
-            return
-        code = (payload[0] << 8) | payload[1]
-        if code < 3000 and code not in _VALID_CLOSE_CODES:
-            self._fail(_PROTOCOL_ERROR, "Invalid close code")
-            return
         try:
-            reason = payload[2:].decode()
-        except UnicodeDecodeError:
-            self._fail(_INVALID_TEXT, "Invalid UTF-8 close reason")
+            code, reason = read_close(payload)
+        except RemoteProtocolError as exc:
+            self._fail(exc.close_code, exc.reason)
             return
         self._end(Message(MessageKind.CLOSE, code=code, reason=reason))

@@ -19,6 +19,7 @@ upgraded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from hyco.protocol.messages import status_description
 from hyco.protocol.uri import HC_PREFIX, Action, WebSocketTarget, parse_websocket_target, query_params
 from hyco.server.answer import HttpAnswer
 from hyco.server.dashboard.inspector import Inspector
-from hyco.server.engine import Handshake
+from hyco.server.engine import Handshake, answer_and_close
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ListenerHub
 from hyco.server.management import MANAGEMENT_PREFIX, ManagementApi, is_runtime_information_request
@@ -163,7 +164,11 @@ class FrontDoor:
             hc, suffix = self._registry.find_for_sender(raw_path)
             return await self._forward_http(request, hc, suffix, tracking_id)
         except RelayError as exc:
-            return self.error_response(request, exc, tracking_id)
+            response = self.error_response(request, exc, tracking_id)
+            if exc.http_status == 408:  # the rest of the body is not coming: close, as RFC 9110 15.5.9 says
+                with contextlib.suppress(ConnectionError):
+                    await answer_and_close(request, response)
+            return response
 
     async def _forward_http(
         self, request: web.Request, hc: HybridConnection, suffix: str, tracking_id: str

@@ -471,10 +471,16 @@ class HttpForwarder:
         except (ConnectionLost, RemoteProtocolError, ConnectionError) as exc:
             # The sender hung up mid-upload, or the listener broke the exchange: cancel at both ends.
             exchange.fail(RelayError(f"The listener's rendezvous failed: {exc}.", http_status=502))
-            await ws.close(1001, "The request was cancelled.")
+            if isinstance(exc, RemoteProtocolError):  # the listener broke the rules: it learns which
+                await ws.close(exc.close_code, exc.reason)
+            else:
+                await ws.close(1001, "The request was cancelled.")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(exchange.finished.wait(), 1)
         finally:
+            # Also when the handler is cancelled because the listener's connection was lost (or cut for
+            # breaking the framing rules): the sender learns at once instead of after its request timeout.
+            exchange.fail(RelayError("The listener's rendezvous ended before it answered.", http_status=502))
             if upload is not None and not upload.done():
                 upload.cancel()
 

@@ -25,7 +25,7 @@ from hyco.protocol.frames import (
     binary_payloads,
     encode_close,
     encode_frame,
-    parse_close,
+    read_close,
     read_text,
 )
 from hyco.server.engine import FrameTransport, Handshake, unmask
@@ -82,13 +82,25 @@ class StreamingWebSocket:
             return
         try:
             for frame in self._parser.feed(data):
+                if frame.opcode is Opcode.CLOSE:
+                    read_close(frame.payload)  # checked as it arrives: a bad Close fails the connection
                 self._frames.append(frame)
                 self._buffered += len(frame.payload) + FRAME_OVERHEAD
         except RemoteProtocolError as exc:
-            self._error = exc
+            self._fail(exc)
         self._ready.set()
         if self._buffered > self._read_limit and not self._paused:
             self._pause(True)
+
+    def _fail(self, error: RemoteProtocolError) -> None:
+        """The peer broke the rules: a Close with the error's code, then the TCP close (RFC 6455 7.1.7).
+
+        Frames that came before stay readable; :meth:`receive_frame` raises ``error`` after them.
+        """
+        self._error = error
+        if not self.close_sent and self._transport is not None:
+            self.close_sent = True
+            self._transport.close(encode_frame(Opcode.CLOSE, encode_close(error.close_code, error.reason)))
 
     def feed_eof(self) -> None:
         """The connection is gone."""
@@ -127,7 +139,7 @@ class StreamingWebSocket:
                 if frame.opcode is Opcode.PONG:
                     continue
                 if frame.opcode is Opcode.CLOSE:
-                    self.close_received = parse_close(frame.payload)
+                    self.close_received = read_close(frame.payload)
                     raise ConnectionLost(f"the peer closed the socket ({self.close_received[0]})")
                 return frame
             if self._error is not None:
