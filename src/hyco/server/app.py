@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -28,7 +28,8 @@ from hyco.server.buffers import READ_BUFFER, ByteBudget
 from hyco.server.capacity import Capacity
 from hyco.server.config import RelayConfig
 from hyco.server.dashboard.handler import Dashboard
-from hyco.server.engine import ConnectionGate, Handshake, bound_address
+from hyco.server.door import Door
+from hyco.server.engine import ConnectionGate, FactorySite, Handshake, SpliceHandshake, bound_address
 from hyco.server.frontdoor import FrontDoor
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ConnectedListener, ListenerHub
@@ -105,6 +106,7 @@ class Relay:
         self._closing = False
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._door: Door | None = None
         self._bound: tuple[str, int] | None = None
         self.metrics = RelayMetrics(self._registry.all)
         router = router or self._cluster or LocalRouter()
@@ -172,6 +174,13 @@ class Relay:
         return self._bound[1]
 
     @property
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """What serves one accepted connection (for ``loop.connect_accepted_socket``); after :meth:`start`."""
+        if self._door is None:
+            raise RuntimeError("the relay is not started")
+        return self._door
+
+    @property
     def url(self) -> str:
         """The WebSocket base URL of this relay as bound, e.g. ``ws://127.0.0.1:9350``."""
         if self._bound is None:
@@ -206,8 +215,11 @@ class Relay:
         )
         await self._runner.setup()
         self._gate.install(self._runner)
-        site = web.TCPSite(
+        assert self._runner.server is not None
+        self._door = Door(self._front_door, self._runner.server, self._gate, self.config.limits.idle_timeout)
+        site = FactorySite(
             self._runner,
+            self._door,
             self.config.server.host,
             self.config.server.port,
             ssl_context=self._ssl,
@@ -241,6 +253,8 @@ class Relay:
             await self._listeners.close_all(GOING_AWAY, goodbye)
             await self._streams.shutdown(GOING_AWAY, goodbye, timeout)
         finally:
+            if self._door is not None:
+                self._door.close()  # connections still in the lean door's hands
             if self._runner is not None:
                 await self._runner.cleanup()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -348,7 +362,7 @@ class Relay:
         )
 
     def _authorize_sender(
-        self, handshake: Handshake, token_text: str | None, hc: HybridConnection, suffix: str
+        self, handshake: SpliceHandshake, token_text: str | None, hc: HybridConnection, suffix: str
     ) -> None:
         self._authorize(handshake.host, token_text, hc, Right.SEND, suffix)
 
