@@ -201,8 +201,8 @@ class Relay:
         await self.namespace.open()
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("*", "/{tail:.*}", self._front_door.handle)
-        # aiohttp serves what the lean door (hyco.server.door) hands over; the door serves senders' connects and
-        # listeners' rendezvous dials itself, with the same rules as below.
+        # aiohttp serves what the lean door (hyco.server.door) hands over; the door serves senders' connects
+        # and listeners' rendezvous dials itself, with the same rules as below.
         # handler_cancellation: a sender that hangs up while waiting for a listener cancels its handler,
         # which removes its rendezvous entry (the listener's late dial then gets a clear 403).
         # keepalive_timeout: a connection gets idle_timeout seconds to send a complete request head, from
