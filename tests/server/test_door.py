@@ -85,3 +85,10 @@ async def test_requests_handed_to_aiohttp_arrive_whole_pipelined_ones_included(r
     response = await exchange(relay, [health + closing])
     assert response.count(b"HTTP/1.1 200 OK") == 2
     assert response.count(b'"status": "ready"') == 2
+
+
+async def test_bytes_that_are_not_an_upgrade_go_to_aiohttp_at_once(relay: Relay):
+    # A TLS ClientHello on the plain port has no head end for the door to wait for: aiohttp answers it at
+    # once (the SDK reads that answer to tell the user the relay is plain ws://).
+    response = await exchange(relay, [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"])
+    assert response.startswith(b"HTTP/1.0 400 Bad Request") and b"HTTPS traffic" in response

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import socket
 import ssl
@@ -52,10 +53,15 @@ GOING_AWAY = 1001
 
 
 def _hostname(host_header: str | None) -> str | None:
-    if not host_header:
-        return None
+    return _host_of(f"//{host_header}") if host_header else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_of(url: str) -> str | None:
+    """The host name in ``url`` (None if it has none or is malformed); cached: a relay sees few distinct
+    Host headers and parses one for every token it checks."""
     try:
-        return urlsplit(f"//{host_header}").hostname
+        return urlsplit(url).hostname
     except ValueError:
         return None
 
@@ -399,7 +405,7 @@ class Relay:
 
     def _public_host(self) -> str | None:
         public = self.config.server.public_url
-        return urlsplit(public).hostname if public else None
+        return _host_of(public) if public else None
 
     def _base_url(self, handshake: Handshake) -> str:
         """Where listeners reach this node: ``public_url``, else the host the listener itself dialed."""

@@ -49,6 +49,8 @@ MAX_LEAN_HEAD = 16 * 1024
 #: Bytes a client may send after its upgrade request before its 101 (it should send none) before the
 #: door stops reading from it.
 MAX_EARLY_BYTES = 64 * 1024
+#: How every head served here starts; a connection whose first bytes differ goes to aiohttp at once.
+LEAN_PREFIX = b"GET /$hc/"
 #: The ``sb-hc-action`` values served here: the two upgrades of a rendezvous.
 LEAN_ACTIONS = frozenset({"connect", "accept"})
 _JSON = "application/json; charset=utf-8"
@@ -138,6 +140,10 @@ class DoorProtocol(asyncio.Protocol):
             return
         start = max(0, len(self._buf) - 3)
         self._buf += data
+        known = min(len(self._buf), len(LEAN_PREFIX))
+        if self._buf[:known] != LEAN_PREFIX[:known]:
+            self._hand_over()  # at once: not an upgrade served here (or not HTTP: TLS to a plain port)
+            return
         end = self._buf.find(b"\r\n\r\n", start)
         if end < 0:
             if len(self._buf) > MAX_LEAN_HEAD:
@@ -170,9 +176,11 @@ class DoorProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def lost(self, _: Exception | None) -> None:
-        """The upgraded connection ended (its FramePeer tells): stop counting it for its source."""
-        self._door.gate.uncount(self.transport)
+    def on_lost(self) -> Callable[[Exception | None], None]:
+        """What the upgraded connection's FramePeer calls when it ends: stop counting it for its source (a
+        closure, so the door's protocol is not kept for the connection's lifetime)."""
+        gate, transport = self._door.gate, self.transport
+        return lambda _: gate.uncount(transport)
 
     def take_early_bytes(self) -> bytes:
         """The bytes that came after the head, and stop taking any (the connection is being upgraded)."""
@@ -305,5 +313,5 @@ class LeanHandshake:
         self.upgraded = True
         if self.on_upgrade is not None:
             self.on_upgrade()
-        peer.attach(transport, self._door.lost)
+        peer.attach(transport, self._door.on_lost())
         return peer
