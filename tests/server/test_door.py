@@ -7,8 +7,13 @@ import asyncio
 import json
 import socket
 
+import aiohttp
+import pytest
+
+from hyco.server import Limits
 from hyco.server.app import Relay
 from tests.conftest import TIMEOUT
+from tests.server.wire import RawListener, send_connect
 
 GUID = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
 #: A header that makes a head longer than the door reads (door.MAX_LEAN_HEAD): aiohttp then serves it.
@@ -92,3 +97,16 @@ async def test_bytes_that_are_not_an_upgrade_go_to_aiohttp_at_once(relay: Relay)
     # once (the SDK reads that answer to tell the user the relay is plain ws://).
     response = await exchange(relay, [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"])
     assert response.startswith(b"HTTP/1.0 400 Bad Request") and b"HTTPS traffic" in response
+
+
+async def test_shutdown_drops_a_sender_still_waiting_in_the_door(relay_factory):
+    relay = await relay_factory(limits=Limits(accept_timeout=600))
+    async with aiohttp.ClientSession() as session:
+        listener = await RawListener.open(session, relay.url)
+        sender = asyncio.ensure_future(send_connect(session, relay.url))
+        await listener.next_command()  # the accept arrived: the sender waits in the door for an answer
+        closing = asyncio.ensure_future(relay.close())
+        assert (await listener.ws.receive(TIMEOUT)).type is aiohttp.WSMsgType.CLOSE  # answered: autoclose
+        with pytest.raises(aiohttp.ClientError):  # dropped at once, not after the accept timeout
+            await asyncio.wait_for(sender, TIMEOUT)
+        await asyncio.wait_for(closing, TIMEOUT)
