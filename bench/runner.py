@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the relay in scenarios 1-3, relay and forwarders in 6 (run 1)",
+        help="py-spy the relay in scenarios 1-3 and 5 (small GETs), relay and forwarders in 6 (run 1)",
     )
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument(

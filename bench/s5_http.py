@@ -89,9 +89,16 @@ async def measure(env: Env) -> list[Metric]:
         headers = auth_headers(relay.ready)  # harmless for the direct server
         await small_gets(f"{base}/bench/small", headers, 0.3)
         relay.mark_cpu()
-        rate.values[target], _, p99.values[target] = await small_gets(f"{base}/bench/small", headers, seconds)
+        async with env.profiled(relay, "s5-small", enabled=target == "hyco"):
+            rate.values[target], _, p99.values[target] = await small_gets(
+                f"{base}/bench/small", headers, seconds
+            )
         if target == "hyco":
-            rate.notes["relay_cpu_share"] = round(relay.cpu_since_mark() / seconds, 2)
+            used = relay.cpu_since_mark()
+            rate.notes["relay_cpu_share"] = round(used / seconds, 2)
+            rate.notes["relay_cpu_ms_per_request"] = round(
+                used * 1000 / max(rate.values[target] * seconds, 1), 3
+            )
         async with aiohttp.ClientSession(headers=headers) as session:
             await download(session, f"{base}/bench/big", 4 * MSG)
             down.values[target] = size / await download(session, f"{base}/bench/big", size) / 1e6

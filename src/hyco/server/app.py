@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -28,7 +29,8 @@ from hyco.server.buffers import READ_BUFFER, ByteBudget
 from hyco.server.capacity import Capacity
 from hyco.server.config import RelayConfig
 from hyco.server.dashboard.handler import Dashboard
-from hyco.server.engine import ConnectionGate, Handshake, bound_address
+from hyco.server.door import Door
+from hyco.server.engine import ConnectionGate, FactorySite, Handshake, SpliceHandshake, bound_address
 from hyco.server.frontdoor import FrontDoor
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ConnectedListener, ListenerHub
@@ -51,10 +53,15 @@ GOING_AWAY = 1001
 
 
 def _hostname(host_header: str | None) -> str | None:
-    if not host_header:
-        return None
+    return _host_of(f"//{host_header}") if host_header else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_of(url: str) -> str | None:
+    """The host name in ``url`` (None if it has none or is malformed); cached: a relay sees few distinct
+    Host headers and parses one for every token it checks."""
     try:
-        return urlsplit(f"//{host_header}").hostname
+        return urlsplit(url).hostname
     except ValueError:
         return None
 
@@ -105,6 +112,7 @@ class Relay:
         self._closing = False
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._door: Door | None = None
         self._bound: tuple[str, int] | None = None
         self.metrics = RelayMetrics(self._registry.all)
         router = router or self._cluster or LocalRouter()
@@ -172,6 +180,13 @@ class Relay:
         return self._bound[1]
 
     @property
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """What serves one accepted connection (for ``loop.connect_accepted_socket``); after :meth:`start`."""
+        if self._door is None:
+            raise RuntimeError("the relay is not started")
+        return self._door
+
+    @property
     def url(self) -> str:
         """The WebSocket base URL of this relay as bound, e.g. ``ws://127.0.0.1:9350``."""
         if self._bound is None:
@@ -192,6 +207,8 @@ class Relay:
         await self.namespace.open()
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("*", "/{tail:.*}", self._front_door.handle)
+        # aiohttp serves what the lean door (hyco.server.door) hands over; the door serves senders' connects
+        # and listeners' rendezvous dials itself, with the same rules as below.
         # handler_cancellation: a sender that hangs up while waiting for a listener cancels its handler,
         # which removes its rendezvous entry (the listener's late dial then gets a clear 403).
         # keepalive_timeout: a connection gets idle_timeout seconds to send a complete request head, from
@@ -206,8 +223,11 @@ class Relay:
         )
         await self._runner.setup()
         self._gate.install(self._runner)
-        site = web.TCPSite(
+        assert self._runner.server is not None
+        self._door = Door(self._front_door, self._runner.server, self._gate, self.config.limits.idle_timeout)
+        site = FactorySite(
             self._runner,
+            self._door,
             self.config.server.host,
             self.config.server.port,
             ssl_context=self._ssl,
@@ -241,6 +261,8 @@ class Relay:
             await self._listeners.close_all(GOING_AWAY, goodbye)
             await self._streams.shutdown(GOING_AWAY, goodbye, timeout)
         finally:
+            if self._door is not None:
+                self._door.close()  # connections still in the lean door's hands
             if self._runner is not None:
                 await self._runner.cleanup()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -348,7 +370,7 @@ class Relay:
         )
 
     def _authorize_sender(
-        self, handshake: Handshake, token_text: str | None, hc: HybridConnection, suffix: str
+        self, handshake: SpliceHandshake, token_text: str | None, hc: HybridConnection, suffix: str
     ) -> None:
         self._authorize(handshake.host, token_text, hc, Right.SEND, suffix)
 
@@ -383,7 +405,7 @@ class Relay:
 
     def _public_host(self) -> str | None:
         public = self.config.server.public_url
-        return urlsplit(public).hostname if public else None
+        return _host_of(public) if public else None
 
     def _base_url(self, handshake: Handshake) -> str:
         """Where listeners reach this node: ``public_url``, else the host the listener itself dialed."""

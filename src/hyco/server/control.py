@@ -233,6 +233,8 @@ class ControlChannel:
 
     async def _write(self, queued: list[OutgoingMessage]) -> None:
         """Write in order; called with the send lock held. Raises PeerGone."""
+        if not queued:
+            return  # most flushes (after each message the listener sends) have nothing to write
         try:
             async with asyncio.timeout(self._send_timeout):
                 for message in queued:

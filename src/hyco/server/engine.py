@@ -8,8 +8,11 @@ Everything above this module talks to small seams instead:
   :meth:`Handshake.accept_spliced` (a :class:`FramePeer`, the lean frame-forwarding socket of a splice) or
   :meth:`Handshake.accept_frames` (a :class:`FrameTransport` for the frame-streaming socket of HTTP request
   rendezvous, ``hyco.server.streamws``).
+* :class:`SpliceHandshake`: what a sender's or listener's stream upgrade needs (``hyco.server.streams``);
+  :class:`Handshake` is one, served by aiohttp, and the lean front door's (``hyco.server.door``) is another.
 * :class:`ConnectionGate`: counts connections per client address as the kernel hands them over, and refuses
   those over the limit before a byte is read (``hyco.server.sources``).
+* :class:`FactorySite`: a TCP site whose connections start with a protocol factory of the relay's choosing.
 * :func:`bound_address`: where a started site listens.
 
 A faster engine replaces this module (and only this module): the Peer and FrameTransport seams stay.
@@ -24,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import ssl
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -40,10 +44,12 @@ from hyco.server.peer import Message, MessageKind, PeerGone
 
 __all__ = [
     "ConnectionGate",
+    "FactorySite",
     "FramePeer",
     "FrameSink",
     "FrameTransport",
     "Handshake",
+    "SpliceHandshake",
     "WebSocketPeer",
     "answer_and_close",
     "bound_address",
@@ -383,6 +389,57 @@ class FrameTransport:
             transport.close()  # the buffered bytes are still sent
 
 
+class SpliceHandshake(Protocol):
+    """A stream upgrade (a sender's ``connect``, a listener's ``accept`` dial) on its way in.
+
+    The front door sets :attr:`on_upgrade` before a handler sees it; the handler refuses it (raises a
+    :class:`~hyco.exceptions.RelayError` or returns an answer) or completes it with :meth:`accept_spliced`.
+    """
+
+    on_upgrade: Callable[[], None] | None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The request headers (case-insensitive; repeated names iterate once per value)."""
+        ...
+
+    @property
+    def host(self) -> str:
+        """The Host header the client sent."""
+        ...
+
+    @property
+    def remote(self) -> str:
+        """The client's IP address, for logs (``?`` if unknown)."""
+        ...
+
+    @property
+    def peername(self) -> tuple[str, int] | None:
+        """The client's ``(address, port)``."""
+        ...
+
+    @property
+    def offered_protocol(self) -> str | None:
+        """The first sub-protocol the client offered, if any."""
+        ...
+
+    @property
+    def transport(self) -> asyncio.BaseTransport | None:
+        """The client's connection (None once it is gone)."""
+        ...
+
+    @property
+    def upgraded(self) -> bool:
+        """Whether the 101 was sent."""
+        ...
+
+    async def accept_spliced(
+        self, name: str, *, protocol: str | None, max_message_size: int, heartbeat: float | None = None
+    ) -> FramePeer:
+        """Complete the upgrade and hand the connection to a :class:`FramePeer`."""
+        ...
+
+
 class Handshake:
     """A WebSocket upgrade request (``/$hc/...``) waiting to be accepted or refused.
 
@@ -393,8 +450,18 @@ class Handshake:
 
     def __init__(self, request: web.BaseRequest, *, on_upgrade: Callable[[], None] | None = None) -> None:
         self._request = request
-        self._on_upgrade = on_upgrade
+        self.on_upgrade = on_upgrade
         self.response: web.StreamResponse | None = None
+
+    @property
+    def upgraded(self) -> bool:
+        """Whether the upgrade was completed (:attr:`response` is then what aiohttp gets back)."""
+        return self.response is not None
+
+    @property
+    def transport(self) -> asyncio.BaseTransport | None:
+        """The client's connection (None once aiohttp let go of it)."""
+        return self._request.transport
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -488,8 +555,8 @@ class Handshake:
         handler.set_parser(_SinkParser(peer))  # type: ignore[arg-type]  # bytes that came with the request
         handler.keep_alive(False)
         self.response = _Upgraded()
-        if self._on_upgrade is not None:
-            self._on_upgrade()
+        if self.on_upgrade is not None:
+            self.on_upgrade()
         peer.attach(transport, _detach(handler, transport))
         return peer
 
@@ -509,8 +576,8 @@ class Handshake:
         except _SOCKET_ERRORS as exc:
             raise ConnectionLost("the client went away during the WebSocket handshake") from exc
         self.response = ws
-        if self._on_upgrade is not None:
-            self._on_upgrade()
+        if self.on_upgrade is not None:
+            self.on_upgrade()
 
 
 def _raw_refusal(refusal: RelayError) -> bytes:
@@ -555,14 +622,8 @@ class ConnectionGate:
         def connection_made(handler: Any, transport: asyncio.Transport) -> None:
             made(handler, transport)
             self._transports[handler] = transport
-            peer = transport.get_extra_info("peername")
-            source = str(peer[0]) if peer else "?"
-            refusal = self._admit(source)
-            if refusal is None:
-                self._counted[transport] = source
-            else:
-                transport.write(_raw_refusal(refusal))
-                transport.close()
+            if transport not in self._counted:  # the lean front door (hyco.server.door) counted it already
+                self.admit(transport)
 
         def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
             self.uncount(self._transports.pop(handler, None))
@@ -578,6 +639,18 @@ class ConnectionGate:
         uncounts it when the connection ends). Without this the gate would keep every detached handler, and
         through it the transport, parser and peer, for the relay's life."""
         self._transports.pop(handler, None)
+
+    def admit(self, transport: asyncio.Transport) -> bool:
+        """Count a new connection, or refuse it: write the refusal, close it and return False."""
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if peer else "?"
+        refusal = self._admit(source)
+        if refusal is None:
+            self._counted[transport] = source
+            return True
+        transport.write(_raw_refusal(refusal))
+        transport.close()
+        return False
 
     def uncount(self, transport: asyncio.BaseTransport | None) -> None:
         """Stop counting ``transport``'s connection (idempotent; unknown transports are ignored)."""
@@ -607,3 +680,37 @@ def bound_address(site: web.TCPSite) -> tuple[str, int]:
     sockets: list[socket.socket] = list(getattr(server, "sockets", None) or ())
     host, port = sockets[0].getsockname()[:2]
     return str(host), int(port)
+
+
+class FactorySite(web.TCPSite):
+    """A TCP site whose accepted connections start with ``factory``'s protocol instead of aiohttp's.
+
+    The runner still owns the site's lifecycle (``stop``, ``cleanup``); the factory decides which requests
+    aiohttp's server sees (``hyco.server.door``).
+    """
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        factory: Callable[[], asyncio.BaseProtocol],
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        backlog: int = 128,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, backlog=backlog)
+        self._factory = factory
+
+    async def start(self) -> None:
+        """Register with the runner and listen (as ``web.TCPSite.start`` does, with the factory)."""
+        await web.BaseSite.start(self)
+        self._server = await asyncio.get_running_loop().create_server(
+            self._factory,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )

@@ -36,7 +36,7 @@ from hyco.protocol.messages import status_description
 from hyco.protocol.uri import HC_PREFIX, Action, WebSocketTarget, parse_websocket_target, query_params
 from hyco.server.answer import HttpAnswer
 from hyco.server.dashboard.inspector import Inspector
-from hyco.server.engine import Handshake, answer_and_close
+from hyco.server.engine import Handshake, SpliceHandshake, answer_and_close
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ListenerHub
 from hyco.server.management import MANAGEMENT_PREFIX, ManagementApi, is_runtime_information_request
@@ -46,7 +46,7 @@ from hyco.server.sources import RateLimited, SourceLimits
 from hyco.server.streams import StreamForwarder
 from hyco.server.throttle import Throttle
 
-__all__ = ["FrontDoor", "reason_phrase"]
+__all__ = ["FrontDoor", "is_websocket_path", "reason_phrase", "request_tracking_id"]
 
 log = logging.getLogger("hyco.relay")
 
@@ -78,15 +78,28 @@ def client_tracking_id(ident: str | None) -> str | None:
     return head if _TRACKING_ID.fullmatch(head) else None
 
 
-def system_tracker(request: web.BaseRequest) -> str:
+def system_tracker(host: str, raw_path: str) -> str:
     """``sb://{host}/{path}`` of what a request named, as Azure's error texts carry it (protocol.md 1.5).
 
     The .NET SDK puts the reason phrase in its exception message and adds the entity address only when the
     phrase has no tracking id of its own; this keeps the entity path in the message users see.
     """
-    path = request.rel_url.raw_path
-    path = path.removeprefix(HC_PREFIX) if path.startswith(HC_PREFIX) else path.lstrip("/")
-    return f"sb://{request.host}/{path[:MAX_TRACKED_PATH]}"
+    path = raw_path.removeprefix(HC_PREFIX) if raw_path.startswith(HC_PREFIX) else raw_path.lstrip("/")
+    return f"sb://{host}/{path[:MAX_TRACKED_PATH]}"
+
+
+def is_websocket_path(raw_path: str) -> bool:
+    """Whether a path is one of the ``/$hc/`` WebSocket upgrade paths."""
+    return raw_path.startswith(HC_PREFIX) or raw_path == HC_PREFIX.rstrip("/")
+
+
+def request_tracking_id(raw_query: str) -> str:
+    """The tracking id of a request: the client's ``sb-hc-id`` GUID when it sent one, else a fresh one.
+
+    protocol.md 1.5: a client that sent an sb-hc-id finds it in every answer, refusals included (the .NET SDK
+    adds its own id to an error only when the relay's text names none).
+    """
+    return client_tracking_id(query_params(raw_query).get("sb-hc-id")) or new_tracking_id()
 
 
 class FrontDoor:
@@ -135,21 +148,22 @@ class FrontDoor:
         self._cluster_health = cluster_health
         self._refusals = Throttle(interval=1.0)
 
+    def check_open(self) -> None:
+        """Raise ServerBusy (503) once the relay is shutting down."""
+        if self._closing():
+            raise ServerBusy("The relay is shutting down; retry on another node or later.")
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Serve one request (aiohttp calls this for every path)."""
+        """Serve one request (aiohttp calls this for every path the lean door hands over)."""
         raw_path = request.rel_url.raw_path
-        # protocol.md 1.5: a client that sent an sb-hc-id finds it in every answer, refusals included (the
-        # .NET SDK adds its own id to an error only when the relay's text names none).
-        ident = query_params(request.rel_url.raw_query_string).get("sb-hc-id")
-        tracking_id = client_tracking_id(ident) or new_tracking_id()
+        tracking_id = request_tracking_id(request.rel_url.raw_query_string)
         try:
-            if self._closing():
-                raise ServerBusy("The relay is shutting down; retry on another node or later.")
+            self.check_open()
             if raw_path == HEALTH_PATH:
                 return web.json_response(self.health())
-            if raw_path.startswith(HC_PREFIX) or raw_path == HC_PREFIX.rstrip("/"):
+            if is_websocket_path(raw_path):
                 return await self._websocket(request, raw_path, tracking_id)
-            self._charge(request)
+            self._charge(request.remote or "?")
             if self._management is not None:
                 if raw_path == MANAGEMENT_PREFIX or raw_path.startswith(MANAGEMENT_PREFIX + "/"):
                     return await self._management.handle(request)
@@ -195,43 +209,8 @@ class FrontDoor:
                 )
 
     async def _websocket(self, request: web.Request, raw_path: str, tracking_id: str) -> web.StreamResponse:
-        try:
-            target = parse_websocket_target(raw_path, request.rel_url.raw_query_string)
-        except InvalidURI as exc:
-            raise RelayError(f"Bad request: {exc.reason}.", http_status=400) from None
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            raise RelayError(
-                "Bad request: /$hc/ URLs take WebSocket upgrades; send plain HTTP requests to "
-                "/{hybrid-connection-path} instead.",
-                http_status=400,
-            )
-        dial = target.action in (Action.ACCEPT, Action.REQUEST)
-        if not dial:
-            self._charge(request)
-        uncount = self._uncount
-        handshake = Handshake(
-            request, on_upgrade=(lambda: uncount(request.transport)) if dial and uncount is not None else None
-        )
-        answer: HttpAnswer | None = None
-        status = 499  # the client went away during its handshake
-        try:
-            if target.action is Action.LISTEN:
-                await self._listeners.serve(handshake, target, tracking_id)
-            elif target.action is Action.CONNECT:
-                hc, suffix = self._registry.find_for_sender(target.path)
-                answer = await self._streams.connect(handshake, target, hc, suffix, tracking_id)
-            elif target.action is Action.ACCEPT:
-                answer = await self._streams.accept(handshake, target)
-            else:
-                await self._http.rendezvous(handshake, target.id)
-        except RelayError as exc:
-            status = exc.http_status
-            if handshake.response is None:
-                raise
-            # Once the upgrade is done, errors travel as Close frames (sent by the handler); log and end.
-            log.debug("%s %s ended: %s", target.action.value, target.path[:200], exc.description)
-        finally:
-            self._observe(target, handshake, answer.status if answer is not None else status)
+        handshake = Handshake(request)
+        answer = await self.upgrade(handshake, raw_path, request.rel_url.raw_query_string, tracking_id)
         if answer is not None:
             return web.Response(
                 status=answer.status,
@@ -239,19 +218,74 @@ class FrontDoor:
                 headers=answer.headers,
                 text=answer.text or None,
             )
-        if handshake.response is None:  # the handler ended without upgrading or answering
-            raise RelayError("The client went away during the WebSocket handshake.", http_status=400)
+        assert handshake.response is not None  # upgrade() raises when it neither answered nor upgraded
         return handshake.response
 
-    def _charge(self, request: web.Request) -> None:
-        if self._sources is not None:
-            self._sources.take(request.remote or "?")
+    async def upgrade(
+        self, handshake: SpliceHandshake, raw_path: str, raw_query: str, tracking_id: str
+    ) -> HttpAnswer | None:
+        """Serve a ``/$hc/`` WebSocket upgrade: classify it, charge its source, hand it to its forwarder.
 
-    def _observe(self, target: WebSocketTarget, handshake: Handshake, status: int) -> None:
+        ``handshake`` is aiohttp's :class:`~hyco.server.engine.Handshake`, or for a ``connect`` or an
+        ``accept`` the lean door's (``hyco.server.door``); listen and request upgrades need aiohttp's.
+
+        Returns:
+            The answer to send instead of a 101 (a listener's rejection, the 410 of a delivered rejection),
+            or None once the connection was upgraded.
+
+        Raises:
+            RelayError: the refusal to answer with (nothing was upgraded).
+        """
+        try:
+            target = parse_websocket_target(raw_path, raw_query)
+        except InvalidURI as exc:
+            raise RelayError(f"Bad request: {exc.reason}.", http_status=400) from None
+        if handshake.headers.get("Upgrade", "").lower() != "websocket":
+            raise RelayError(
+                "Bad request: /$hc/ URLs take WebSocket upgrades; send plain HTTP requests to "
+                "/{hybrid-connection-path} instead.",
+                http_status=400,
+            )
+        dial = target.action in (Action.ACCEPT, Action.REQUEST)
+        if not dial:
+            self._charge(handshake.remote)
+        uncount = self._uncount
+        if dial and uncount is not None:
+            handshake.on_upgrade = lambda: uncount(handshake.transport)
+        answer: HttpAnswer | None = None
+        status = 499  # the client went away during its handshake
+        try:
+            if target.action is Action.CONNECT:
+                hc, suffix = self._registry.find_for_sender(target.path)
+                answer = await self._streams.connect(handshake, target, hc, suffix, tracking_id)
+            elif target.action is Action.ACCEPT:
+                answer = await self._streams.accept(handshake, target)
+            elif not isinstance(handshake, Handshake):
+                raise TypeError(f"a {target.action.value} upgrade needs aiohttp's Handshake")  # a bug
+            elif target.action is Action.LISTEN:
+                await self._listeners.serve(handshake, target, tracking_id)
+            else:
+                await self._http.rendezvous(handshake, target.id)
+        except RelayError as exc:
+            status = exc.http_status
+            if not handshake.upgraded:
+                raise
+            # Once the upgrade is done, errors travel as Close frames (sent by the handler); log and end.
+            log.debug("%s %s ended: %s", target.action.value, target.path[:200], exc.description)
+        finally:
+            self._observe(target, handshake.upgraded, answer.status if answer is not None else status)
+        if answer is None and not handshake.upgraded:  # the handler ended without upgrading or answering
+            raise RelayError("The client went away during the WebSocket handshake.", http_status=400)
+        return answer
+
+    def _charge(self, remote: str) -> None:
+        if self._sources is not None:
+            self._sources.take(remote)
+
+    def _observe(self, target: WebSocketTarget, upgraded: bool, status: int) -> None:
         """Report how a listener's or a sender's handshake ended (101 once it was upgraded)."""
         if self._metrics is None or target.action not in (Action.LISTEN, Action.CONNECT):
             return
-        upgraded = handshake.response is not None
         status = 101 if upgraded else status
         if target.action is Action.LISTEN:
             hc = self._registry.get(target.path)
@@ -267,20 +301,35 @@ class FrontDoor:
 
     def error_response(self, request: web.Request, exc: RelayError, tracking_id: str) -> web.Response:
         """The response for a refusal, logged (throttled per client and status)."""
+        answer = self.refusal(
+            exc, tracking_id, request.method, request.rel_url.raw_path, request.host, request.remote or "?"
+        )
+        return web.Response(
+            status=answer.status,
+            reason=answer.reason,
+            text=answer.text,
+            content_type="application/json",
+            headers=answer.headers,
+        )
+
+    def refusal(
+        self, exc: RelayError, tracking_id: str, method: str, raw_path: str, host: str, remote: str
+    ) -> HttpAnswer:
+        """The answer to a refused request (a JSON body, reason phrase made safe), logged (throttled per
+        client and status)."""
         timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
         description = (
-            f"{exc.description} TrackingId:{tracking_id}, SystemTracker:{system_tracker(request)}, "
+            f"{exc.description} TrackingId:{tracking_id}, SystemTracker:{system_tracker(host, raw_path)}, "
             f"Timestamp:{timestamp}"
         )
-        remote = request.remote or "?"
         log_it, suppressed = self._refusals.check((remote, exc.http_status))
         if log_it:
             level = logging.WARNING if exc.http_status in (401, 403) else logging.INFO
             log.log(
                 level,
                 "refused %s %s from %s: %d %s%s",
-                request.method,
-                request.rel_url.raw_path[:200],
+                method,
+                raw_path[:200],
                 remote,
                 exc.http_status,
                 exc.description,
@@ -293,13 +342,7 @@ class FrontDoor:
             headers["WWW-Authenticate"] = "SharedAccessSignature"
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
-        return web.Response(
-            status=exc.http_status,
-            reason=reason_phrase(description),
-            text=body,
-            content_type="application/json",
-            headers=headers,
-        )
+        return HttpAnswer(exc.http_status, reason_phrase(description), headers, body)
 
     def health(self) -> dict[str, Any]:
         """The ``/$health`` body: readiness and live counts."""

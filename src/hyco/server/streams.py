@@ -25,7 +25,7 @@ from hyco.protocol.uri import Action, WebSocketTarget, build_rendezvous_address
 from hyco.server.answer import HttpAnswer
 from hyco.server.capacity import Capacity
 from hyco.server.config import Limits
-from hyco.server.engine import Handshake
+from hyco.server.engine import SpliceHandshake
 from hyco.server.metrics import LiveConnection, RelayMetrics
 from hyco.server.peer import Peer, PeerGone
 from hyco.server.registry import HybridConnection
@@ -75,7 +75,7 @@ class StreamForwarder:
         router: Router,
         limits: Limits,
         capacity: Capacity,
-        authorize_send: Callable[[Handshake, str | None, HybridConnection, str], None],
+        authorize_send: Callable[[SpliceHandshake, str | None, HybridConnection, str], None],
         metrics: RelayMetrics | None = None,
     ) -> None:
         self._metrics = metrics
@@ -100,7 +100,7 @@ class StreamForwarder:
 
     async def connect(
         self,
-        handshake: Handshake,
+        handshake: SpliceHandshake,
         target: WebSocketTarget,
         hc: HybridConnection,
         suffix: str,
@@ -160,7 +160,7 @@ class StreamForwarder:
 
     async def _offer(
         self,
-        handshake: Handshake,
+        handshake: SpliceHandshake,
         target: WebSocketTarget,
         hc: HybridConnection,
         suffix: str,
@@ -241,7 +241,7 @@ class StreamForwarder:
 
     # --- the listener's dial (3.2, 3.3) ------------------------------------------------------
 
-    async def accept(self, handshake: Handshake, target: WebSocketTarget) -> HttpAnswer | None:
+    async def accept(self, handshake: SpliceHandshake, target: WebSocketTarget) -> HttpAnswer | None:
         """Serve a listener's dial of a rendezvous address until the splice starts.
 
         Returns:
