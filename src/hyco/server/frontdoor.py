@@ -102,6 +102,7 @@ class FrontDoor:
         inspector: records the HTTP requests of inspected hybrid connections.
         dashboard: serves ``/$dashboard`` (an aiohttp handler).
         cluster_health: the ``cluster`` member of ``/$health`` (node, NATS state, nodes seen), if clustered.
+        worker_health: the ``worker`` member of ``/$health`` (which worker answered), with ``--workers N``.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class FrontDoor:
         inspector: Inspector | None = None,
         dashboard: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
         cluster_health: Callable[[], dict[str, object]] | None = None,
+        worker_health: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self._registry = registry
         self._listeners = listeners
@@ -132,6 +134,7 @@ class FrontDoor:
         self._inspector = inspector
         self._dashboard = dashboard
         self._cluster_health = cluster_health
+        self._worker_health = worker_health
         self._refusals = Throttle(interval=1.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -307,4 +310,6 @@ class FrontDoor:
         }
         if self._cluster_health is not None:
             body["cluster"] = self._cluster_health()
+        if self._worker_health is not None:
+            body["worker"] = self._worker_health()
         return body

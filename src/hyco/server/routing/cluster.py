@@ -355,9 +355,11 @@ class ClusterRouter:
     # --- leases --------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def lease(self, path: str, listener_id: str, remote: str = "") -> AsyncIterator[None]:
+    async def lease(
+        self, path: str, listener_id: str, remote: str = "", base_url: str = ""
+    ) -> AsyncIterator[None]:
         """Hold one of ``path``'s cluster-wide listener slots for ``listener_id`` (at ``remote``) while the
-        block runs.
+        block runs (``base_url`` is not needed: addresses name the node where the sender waits).
 
         Raises:
             QuotaExceeded: every slot is taken (by listeners on any node).
