@@ -87,12 +87,8 @@ def run_workers(
         ) from None
     supervisor = Supervisor(count, listener, lambda seat: _work(seat, config, config_path))
 
-    def ready() -> None:
-        banner(_url(listener))
-        click.echo(f"  workers: {count} processes ({', '.join(map(str, supervisor.pids))}), one port")
-
     with pid_file(data_dir):
-        stopped = supervisor.run(ready)
+        stopped = supervisor.run(lambda: banner(_url(listener)))
     if stopped is None:
         raise click.ClickException("a worker could not start (its error is above)")
     if stopped == signal.SIGINT:

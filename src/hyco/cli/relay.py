@@ -190,7 +190,7 @@ def command(
             count,
             config_path,
             config.server.data_dir or data_dir,
-            lambda url: _banner(url, config, config_path, created_path, ca_path),
+            lambda url: _banner(url, config, config_path, created_path, ca_path, count),
         )
         return
     _run(config, ssl_context, config_path, created_path, ca_path)
@@ -301,7 +301,12 @@ def invocation() -> str:
 
 
 def _banner(
-    relay_url: str, config: RelayConfig, config_path: Path | None, created: Path | None, ca: Path | None
+    relay_url: str,
+    config: RelayConfig,
+    config_path: Path | None,
+    created: Path | None,
+    ca: Path | None,
+    workers: int = 1,
 ) -> None:
     public = _public(config, relay_url)
     out = click.echo
@@ -333,6 +338,8 @@ def _banner(
         out(f"  hybrid connections: {', '.join(paths)}")
     if config.server.create_on_listen:
         out("  hybrid connections are created when a listener first opens them")
+    if workers > 1:
+        out(f"  workers: {workers} processes behind one port")
     out("  health: " + public.replace("ws", "http", 1) + "/$health    stop: Ctrl-C")
     sys.stdout.flush()
 

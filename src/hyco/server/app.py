@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -318,6 +319,7 @@ class Relay:
         return {
             "index": self._seat.index,
             "workers": self._seat.count,
+            "pid": os.getpid(),
             "listeners_on_other_workers": len(self._workers.remote_listeners()),
         }
 

@@ -77,11 +77,6 @@ class Supervisor:
         self._workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
         self._stop_signal: int | None = None
 
-    @property
-    def pids(self) -> list[int]:
-        """The running workers' process ids."""
-        return list(self._workers)
-
     def run(self, on_ready: Callable[[], None]) -> int | None:
         """Start the workers, call ``on_ready`` once all of them accept, and restart any that dies until
         SIGTERM or SIGINT (passed on to the workers, whose exit is then awaited).
