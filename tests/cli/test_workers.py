@@ -133,7 +133,9 @@ async def listeners_settled(port: int, total: int) -> dict[int, int]:
     async with asyncio.timeout(TIMEOUT):
         while True:
             seen = await workers_health(port)
-            if all(h["listeners"] + h["worker"]["listeners_on_other_workers"] == total for h in seen.values()):
+            if all(
+                h["listeners"] + h["worker"]["listeners_on_other_workers"] == total for h in seen.values()
+            ):
                 return {index: h["listeners"] for index, h in seen.items()}
 
 
@@ -164,8 +166,7 @@ async def sender_on(
         sender = await asyncio.wait_for(connecting, TIMEOUT)
         if worker_of(ident) == worker:
             return sender, rendezvous
-        await sender.close()
-        await rendezvous.close()
+        await asyncio.gather(sender.close(), rendezvous.close())
     raise AssertionError(f"no sender landed on worker {worker}")
 
 
@@ -176,17 +177,22 @@ async def test_a_sender_on_one_worker_meets_a_listener_on_the_other(tmp_path: Pa
     async with workers_relay(tmp_path) as relay, ws_session() as session:
         url = f"ws://127.0.0.1:{relay.port}"
         listener = await listener_on(session, url, 0)
-        sender, rendezvous = await sender_on(session, url, listener, 1)
-        up = os.urandom(100_000)
-        await sender.send_bytes(up)
-        assert (await asyncio.wait_for(rendezvous.receive_bytes(), TIMEOUT)) == up
-        down = os.urandom(70_000)
-        await rendezvous.send_bytes(down)
-        assert (await asyncio.wait_for(sender.receive_bytes(), TIMEOUT)) == down
-        await sender.send_str("héllo")
-        assert (await asyncio.wait_for(rendezvous.receive_str(), TIMEOUT)) == "héllo"
-        await sender.close()
-        await rendezvous.close()
+        # The listener's dial lands on either worker: go on until one was handed to the sender's worker.
+        for _ in range(TRIES):
+            sender, rendezvous = await sender_on(session, url, listener, 1)
+            up = os.urandom(100_000)
+            await sender.send_bytes(up)
+            assert (await asyncio.wait_for(rendezvous.receive_bytes(), TIMEOUT)) == up
+            down = os.urandom(70_000)
+            await rendezvous.send_bytes(down)
+            assert (await asyncio.wait_for(sender.receive_bytes(), TIMEOUT)) == down
+            await sender.send_str("héllo")
+            assert (await asyncio.wait_for(rendezvous.receive_str(), TIMEOUT)) == "héllo"
+            await asyncio.gather(sender.close(), rendezvous.close())
+            if (await workers_health(relay.port))[1]["worker"]["dials_handed_in"] >= 1:
+                break
+        else:
+            raise AssertionError("no listener's dial was handed from worker 0 to worker 1")
         await listener.ws.close()
 
 

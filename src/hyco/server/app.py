@@ -321,6 +321,7 @@ class Relay:
             "workers": self._seat.count,
             "pid": os.getpid(),
             "listeners_on_other_workers": len(self._workers.remote_listeners()),
+            "dials_handed_in": self._workers.handed_in,
         }
 
     # --- what is going on (operations, tests) -------------------------------------------------

@@ -96,6 +96,8 @@ class WorkerRouter:
         self._waiting: dict[int, asyncio.Future[bool]] = {}
         self._sequence = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Connections other workers accepted and handed to this one (listeners' rendezvous dials).
+        self.handed_in = 0
 
     @property
     def index(self) -> int:
@@ -225,6 +227,7 @@ class WorkerRouter:
     def _on_message(self, peer: int, message: tuple[object, ...], sock: socket.socket | None) -> None:
         kind = message[0]
         if kind == "dial" and sock is not None:
+            self.handed_in += 1
             self._serve_socket(sock)
             return
         if sock is not None:  # only a dial carries a socket
