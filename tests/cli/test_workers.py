@@ -35,6 +35,7 @@ def write_config(tmp_path: Path, *, max_listeners: int = 25) -> Path:
         f"""
 [server]
 listen = "127.0.0.1:0"
+create_on_listen = true
 
 [limits]
 max_listeners = {max_listeners}
@@ -139,11 +140,13 @@ async def listeners_settled(port: int, total: int) -> dict[int, int]:
                 return {index: h["listeners"] for index, h in seen.items()}
 
 
-async def listener_on(session: aiohttp.ClientSession, url: str, worker: int, **kwargs: Any) -> RawListener:
-    """A raw listener whose control channel worker ``worker`` holds (the first listener on 'echo')."""
+async def listener_on(
+    session: aiohttp.ClientSession, url: str, worker: int, path: str = "echo"
+) -> RawListener:
+    """A raw listener whose control channel worker ``worker`` holds (the relay's first listener)."""
     port = int(url.rsplit(":", 1)[1])
     for _ in range(TRIES):
-        listener = await RawListener.open(session, url, **kwargs)
+        listener = await RawListener.open(session, url, path)
         if (await listeners_settled(port, 1))[worker] == 1:
             return listener
         await listener.ws.close()
@@ -152,13 +155,13 @@ async def listener_on(session: aiohttp.ClientSession, url: str, worker: int, **k
 
 
 async def sender_on(
-    session: aiohttp.ClientSession, url: str, listener: RawListener, worker: int
+    session: aiohttp.ClientSession, url: str, listener: RawListener, worker: int, path: str = "echo"
 ) -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse]:
     """A sender held by worker ``worker``, spliced to ``listener``: (sender, listener's rendezvous socket)."""
-    token = token_for(url, "echo")
+    token = token_for(url, path)
     for _ in range(TRIES):
         connecting = asyncio.ensure_future(
-            session.ws_connect(connect_url(url, "echo"), headers={"ServiceBusAuthorization": token})
+            session.ws_connect(connect_url(url, path), headers={"ServiceBusAuthorization": token})
         )
         address = (await listener.next_command())["accept"]["address"]
         ident = address.split("sb-hc-id=", 1)[1].split("&", 1)[0]
@@ -176,10 +179,11 @@ async def sender_on(
 async def test_a_sender_on_one_worker_meets_a_listener_on_the_other(tmp_path: Path) -> None:
     async with workers_relay(tmp_path) as relay, ws_session() as session:
         url = f"ws://127.0.0.1:{relay.port}"
-        listener = await listener_on(session, url, 0)
+        # A hybrid connection created by its first listener (on worker 0) is known to worker 1 as well.
+        listener = await listener_on(session, url, 0, "fresh")
         # The listener's dial lands on either worker: go on until one was handed to the sender's worker.
         for _ in range(TRIES):
-            sender, rendezvous = await sender_on(session, url, listener, 1)
+            sender, rendezvous = await sender_on(session, url, listener, 1, "fresh")
             up = os.urandom(100_000)
             await sender.send_bytes(up)
             assert (await asyncio.wait_for(rendezvous.receive_bytes(), TIMEOUT)) == up

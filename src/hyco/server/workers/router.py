@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from hyco.exceptions import ConnectionLost, QuotaExceeded, RemoteProtocolError
+from hyco.exceptions import ConnectionLost, QuotaExceeded, RelayError, RemoteProtocolError
 from hyco.protocol import messages
 from hyco.server.registry import HybridConnection, ListenerHandle, Registry
 from hyco.server.router import (
@@ -148,14 +148,14 @@ class WorkerRouter:
                 f"MaximumListenersPerEndpoint: '{path}' already has {self._max} listeners, the most allowed; "
                 "close one or use another hybrid connection."
             )
-        mine = (key, listener_id)
+        mine = (path, listener_id)
         self._mine[mine] = (base_url, remote, time.time())
-        self._mesh.broadcast(("up", key, listener_id, base_url, remote, self._mine[mine][2]))
+        self._mesh.broadcast(("up", path, listener_id, base_url, remote, self._mine[mine][2]))
         try:
             yield
         finally:
             self._mine.pop(mine, None)
-            self._mesh.broadcast(("down", key, listener_id))
+            self._mesh.broadcast(("down", path, listener_id))
 
     # --- routing ---
 
@@ -235,16 +235,18 @@ class WorkerRouter:
         if kind == "up":
             _, path, listener_id, base_url, remote, since = message
             assert isinstance(path, str) and isinstance(listener_id, str)
-            self._remote[(peer, path, listener_id)] = RemoteListener(
+            self._know(path)
+            key = (peer, path.lower(), listener_id)
+            self._remote[key] = RemoteListener(
                 peer,
-                path,
+                key[1],
                 listener_id,
                 str(base_url),
                 str(remote),
                 float(since),  # type: ignore[arg-type]
             )
         elif kind == "down":
-            self._remote.pop((peer, str(message[1]), str(message[2])), None)
+            self._remote.pop((peer, str(message[1]).lower(), str(message[2])), None)
         elif kind == "hello":  # a (re)started worker: forget what its predecessor held, tell it what is here
             for key in [k for k in self._remote if k[0] == peer]:
                 del self._remote[key]
@@ -264,6 +266,16 @@ class WorkerRouter:
                 self._on_response(response, body if isinstance(body, bytes) else None)
         elif kind == "change" and isinstance(message[1], Change):
             self._on_change(message[1])
+
+    def _know(self, path: str) -> None:
+        """Register a hybrid connection another worker created on listen, so senders here find it."""
+        if self._registry.get(path) is None:
+            try:
+                self._registry.register(self._registry.find_for_listener(path))
+            except RelayError as exc:  # creation is off (the entity is then defined here too), or quota
+                log.warning(
+                    "hybrid connection %s of another worker not known here: %s", path, exc.description
+                )
 
     async def _deliver_here(self, peer: int, message: tuple[object, ...]) -> None:
         _, sequence, path, listener_id, command, body = message
