@@ -41,6 +41,8 @@ class Options:
     run_index: int = 0
     pyspy: str | None = None
     tunnels: list[tunnels.Prepared] = field(default_factory=list)
+    #: ``hyco relay --workers N`` (the CLI, on uvloop when installed) instead of one in-process relay.
+    workers: int = 1
 
 
 @dataclass
@@ -86,8 +88,14 @@ class Env:
     async def relay(self) -> Child:
         cfg = self.options.workdir / "relay.toml"
         cfg.write_text(relay_config_text())
+        level = os.environ.get("HYCO_BENCH_RELAY_LOG")  # experiments: the cost of the info lines
+        if self.options.workers > 1:
+            args = ["relay", "--config", str(cfg), "--workers", str(self.options.workers)]
+            args += ["--log-level", level or "warning"]
+            child = await spawn("relay", args, module="hyco", ready_prefix="hyco relay ready on")
+            return await self._track(child)
         args = ["relay", "--loop", self.options.loop, "--config", str(cfg)]
-        if level := os.environ.get("HYCO_BENCH_RELAY_LOG"):  # experiments: the cost of the info lines
+        if level:
             args += ["--log-level", level]
         return await self._track(await spawn("relay", args))
 

@@ -1,8 +1,9 @@
-"""``hyco relay --workers 2``: real processes behind one port; a sender on one worker meets a listener on another.
+"""``hyco relay --workers 2``: real processes behind one port; a sender on one worker meets a listener on the
+other.
 
-Which worker serves a connection is the kernel's choice. The tests find out instead of forcing it: ``/$health``
-says which worker answered (and its pid), a listener's ``accept`` names the worker where the sender waits (the
-tag that ends the rendezvous id), and a test connects again until a connection lands where it needs it.
+Which worker serves a connection is the kernel's choice. The tests find out, not force it: ``/$health``
+says which worker answered (and its pid), a listener's ``accept`` names the worker where the sender waits
+(the tag that ends the rendezvous id), and a test connects again until a connection lands where it needs it.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,13 +29,7 @@ from dataclasses import dataclass
 from hyco.exceptions import ConnectionLost, QuotaExceeded, RelayError, RemoteProtocolError
 from hyco.protocol import messages
 from hyco.server.registry import HybridConnection, ListenerHandle, Registry
-from hyco.server.router import (
-    BuildCommand,
-    Delivery,
-    ListenerCriteria,
-    NoListenerConnected,
-    NoListenerMatches,
-)
+from hyco.server.router import BuildCommand, Delivery, ListenerCriteria, NoListenerConnected, qualifying
 from hyco.server.store import Change
 from hyco.server.workers.mesh import Mesh, worker_of
 
@@ -168,16 +161,7 @@ class WorkerRouter:
         candidates += [r for k, r in self._remote.items() if k[1] == key]
         if not candidates:
             raise NoListenerConnected("There are no listeners connected for the endpoint.")
-        allow = {a.lower() for a in criteria.allowed}
-        deny = {d.lower() for d in criteria.disallowed}
-        candidates = [
-            c for c in candidates if (not allow or c.listener_id in allow) and c.listener_id not in deny
-        ]
-        if not candidates:
-            raise NoListenerMatches(
-                "None of the connected listeners meet the AllowedListeners/DisallowedListeners criteria."
-            )
-        random.shuffle(candidates)
+        candidates = qualifying(candidates, criteria)
         for candidate in candidates:
             delivery = Delivery(candidate.base_url, candidate.listener_id)
             command, body = build(delivery)
