@@ -131,14 +131,12 @@ async def workers_health(port: int) -> dict[int, dict[str, Any]]:
 
 
 async def listeners_settled(port: int, total: int) -> dict[int, int]:
-    """Each worker's own listeners, once every worker counts ``total`` in all (its own and the others')."""
+    """Each worker's own listeners, once every worker counts ``total`` in all."""
     async with asyncio.timeout(TIMEOUT):
         while True:
             seen = await workers_health(port)
-            if all(
-                h["listeners"] + h["worker"]["listeners_on_other_workers"] == total for h in seen.values()
-            ):
-                return {index: h["listeners"] for index, h in seen.items()}
+            if all(h["listeners"] == total for h in seen.values()):
+                return {index: h["worker"]["listeners"] for index, h in seen.items()}
 
 
 async def listener_on(
@@ -241,7 +239,8 @@ async def test_max_listeners_counts_every_workers_listeners(tmp_path: Path) -> N
                 await RawListener.open(session, url)
             assert refused.value.status == 403
         counts = await workers_health(relay.port)
-        assert sorted(h["listeners"] for h in counts.values()) == [1, 1]
+        assert sorted(h["worker"]["listeners"] for h in counts.values()) == [1, 1]
+        assert [h["listeners"] for h in counts.values()] == [2, 2]
         await first.ws.close()
         await second.ws.close()
 

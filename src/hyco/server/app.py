@@ -315,13 +315,19 @@ class Relay:
             self._workers.publish_change(change)
 
     def _worker_health(self) -> dict[str, object]:
+        """``/$health``'s listeners over every worker, and which worker answered (its own listeners, the
+        listeners' dials other workers handed to it)."""
         assert self._seat is not None and self._workers is not None
+        own = len(self._listeners)
         return {
-            "index": self._seat.index,
-            "workers": self._seat.count,
-            "pid": os.getpid(),
-            "listeners_on_other_workers": len(self._workers.remote_listeners()),
-            "dials_handed_in": self._workers.handed_in,
+            "listeners": own + len(self._workers.remote_listeners()),
+            "worker": {
+                "index": self._seat.index,
+                "workers": self._seat.count,
+                "pid": os.getpid(),
+                "listeners": own,
+                "dials_handed_in": self._workers.handed_in,
+            },
         }
 
     # --- what is going on (operations, tests) -------------------------------------------------

@@ -102,7 +102,8 @@ class FrontDoor:
         inspector: records the HTTP requests of inspected hybrid connections.
         dashboard: serves ``/$dashboard`` (an aiohttp handler).
         cluster_health: the ``cluster`` member of ``/$health`` (node, NATS state, nodes seen), if clustered.
-        worker_health: the ``worker`` member of ``/$health`` (which worker answered), with ``--workers N``.
+        worker_health: with ``--workers N``: members of ``/$health`` that replace or add to this process's
+            (``worker``: which worker answered; ``listeners``: every worker's).
     """
 
     def __init__(
@@ -311,5 +312,5 @@ class FrontDoor:
         if self._cluster_health is not None:
             body["cluster"] = self._cluster_health()
         if self._worker_health is not None:
-            body["worker"] = self._worker_health()
+            body.update(self._worker_health())
         return body
