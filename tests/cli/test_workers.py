@@ -349,3 +349,15 @@ def test_worker_tags() -> None:
     assert dial_target(line.replace(b"accept", b"request")) == 3
     assert dial_target(line.replace(b"accept", b"connect")) is None  # a sender is served where it lands
     assert dial_target(b"POST /echo HTTP/1.1\r\n\r\n") is None
+
+
+def test_the_workers_key_of_the_configuration(tmp_path: Path) -> None:
+    from hyco.exceptions import InvalidConfig
+    from hyco.server import load_config
+
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("[server]\n", "[server]\nworkers = 3\n"), encoding="utf-8")
+    assert load_config(path).server.workers == 3
+    path.write_text(path.read_text().replace("workers = 3", "workers = 0"), encoding="utf-8")
+    with pytest.raises(InvalidConfig, match="server.workers must be 1 or more"):
+        load_config(path)

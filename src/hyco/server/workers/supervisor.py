@@ -73,6 +73,8 @@ class Supervisor:
         self._run_worker = run_worker
         self._links = make_links(count)
         self._ready_r, self._ready_w = os.pipe()
+        # Restarted workers write too, and nobody reads after start-up: a full pipe must not block them.
+        os.set_blocking(self._ready_w, False)
         self._life_r, self._life_w = os.pipe()
         self._workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started at)
         self._stop_signal: int | None = None
@@ -182,7 +184,8 @@ class Supervisor:
 
 
 def _write(fd: int, data: bytes) -> None:
-    os.write(fd, data)
+    with contextlib.suppress(BlockingIOError):
+        os.write(fd, data)
 
 
 def _describe(status: int) -> str:
