@@ -359,5 +359,5 @@ def test_the_workers_key_of_the_configuration(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("[server]\n", "[server]\nworkers = 3\n"), encoding="utf-8")
     assert load_config(path).server.workers == 3
     path.write_text(path.read_text().replace("workers = 3", "workers = 0"), encoding="utf-8")
-    with pytest.raises(InvalidConfig, match="server.workers must be 1 or more"):
+    with pytest.raises(InvalidConfig, match=r"server\.workers must be 1 or more"):
         load_config(path)
