@@ -120,6 +120,7 @@ class Relay:
                 on_change=shared.apply_remote,
             )
         self._door: WorkerDoor | None = None
+        self._connecting: set[asyncio.Future[Any]] = set()
         self.namespace = Namespace(
             config,
             store,
@@ -303,6 +304,8 @@ class Relay:
             return
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(loop.connect_accepted_socket(self._runner.server, sock))
+        self._connecting.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._connecting.discard)
         task.add_done_callback(_log_failed_connection)
 
     def _listener_count(self, hc: HybridConnection) -> int:
