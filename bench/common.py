@@ -117,9 +117,18 @@ def rss(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by ``pid`` (all its threads)."""
+    """User + system CPU seconds used so far by ``pid`` (all its threads) and its live descendants (the
+    workers of ``hyco relay --workers N``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            children += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+    for child in children:
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            own += cpu_seconds(child)
+    return own
 
 
 def accept_queue(port: int) -> int:

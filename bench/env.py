@@ -41,6 +41,8 @@ class Options:
     run_index: int = 0
     pyspy: str | None = None
     tunnels: list[tunnels.Prepared] = field(default_factory=list)
+    #: ``hyco relay --workers N`` (the CLI, on uvloop when installed) instead of one in-process relay.
+    workers: int = 1
 
 
 @dataclass
@@ -84,12 +86,19 @@ class Env:
         return child
 
     async def relay(self, *, tls: bool = False) -> Child:
-        """The relay in its own process; with ``tls`` it serves wss (CA: :meth:`relay_ca`)."""
+        """The relay in its own process; with ``tls`` it serves wss (CA: :meth:`relay_ca`); with
+        ``--workers`` above 1, the CLI's relay with that many workers (no TLS: workers refuse it)."""
         name = "relay-tls" if tls else "relay"
         cfg = self.options.workdir / f"{name}.toml"
         cfg.write_text(relay_config_text(tls_dir=self.options.workdir / name if tls else None))
+        level = os.environ.get("HYCO_BENCH_RELAY_LOG")  # experiments: the cost of the info lines
+        if self.options.workers > 1 and not tls:
+            args = ["relay", "--config", str(cfg), "--workers", str(self.options.workers)]
+            args += ["--log-level", level or "warning"]
+            child = await spawn("relay", args, module="hyco", ready_prefix="hyco relay ready on")
+            return await self._track(child)
         args = ["relay", "--loop", self.options.loop, "--config", str(cfg)]
-        if level := os.environ.get("HYCO_BENCH_RELAY_LOG"):  # experiments: the cost of the info lines
+        if level:
             args += ["--log-level", level]
         return await self._track(await spawn(name, args))
 

@@ -56,6 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the relay as `hyco relay --workers N` (N > 1: the CLI, uvloop when installed; relay CPU is "
+        "the sum over its processes)",
+    )
+    parser.add_argument(
         "--tunnels",
         choices=["install", "installed", "none"],
         default="installed" if os.environ.get("CI") else "install",
@@ -98,7 +105,9 @@ async def measure_loop(
         for number in args.scenarios:
             module = SCENARIOS[number]
             profile_dir = out if args.profile else None
-            options = Options(args.quick, loop, workdir, haproxy, profile_dir, index, pyspy, peers)
+            options = Options(
+                args.quick, loop, workdir, haproxy, profile_dir, index, pyspy, peers, workers=args.workers
+            )
             env = Env(options, number)
             started = time.monotonic()
             print(f"[{loop}] run {index + 1}/{args.runs} scenario {number} ({module.TITLE}) ...", flush=True)
@@ -422,7 +431,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command.strip(),
         "machine": machine(),
-        "options": {"quick": args.quick, "runs": args.runs, "scenarios": args.scenarios, "loops": args.loops},
+        "options": {
+            "quick": args.quick,
+            "runs": args.runs,
+            "scenarios": args.scenarios,
+            "loops": args.loops,
+            "workers": args.workers,
+        },
         "haproxy": haproxy_version(find_haproxy()),
         "loops": {},
     }

@@ -73,7 +73,8 @@ async def relay_process(tmp_path: Path, limits: str) -> AsyncIterator[tuple[str,
     )
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "hyco"),
-        *("relay", "--config", str(config), "--log-level", "warning"),
+        # One process: its RSS is what is measured (with workers, each has its own budget).
+        *("relay", "--config", str(config), "--log-level", "warning", "--workers", "1"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -54,6 +54,8 @@ async def relay_process(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
         str(config),
         "--log-level",
         "warning",
+        "--workers",  # one process: its RSS is what is measured
+        "1",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -41,11 +41,12 @@ Examples:
   hyco relay --config relay.toml              everything from a file (docs/configuration.md)
   export HYCO_CONNECTION_STRING="$(hyco relay --print-connection-string);EntityPath=echo"
   hyco relay --reload                         make the running relay re-read its file (or send it SIGHUP)
+  hyco relay --workers 4                      four processes behind one port (default: one per core)
   hyco relay --cluster nats://10.0.0.5:4222 --listen 0.0.0.0:9350 --public-url ws://node1.lan:9350
                                               one node of a cluster (docs/cluster.md)
 
 \b
-Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_LOG_LEVEL
+Environment: HYCO_CONFIG, HYCO_LISTEN, HYCO_PUBLIC_URL, HYCO_DATA_DIR, HYCO_WORKERS, HYCO_LOG_LEVEL
 (command-line options win over the environment, the environment over the file).
 Exit status: 0 stopped by SIGTERM, 1 error (config, port in use), 2 usage, 130 Ctrl-C.
 """
@@ -94,6 +95,13 @@ Exit status: 0 stopped by SIGTERM, 1 error (config, port in use), 2 usage, 130 C
     help="Where the default configuration and development certificates live [~/.local/share/hyco].",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    envvar="HYCO_WORKERS",
+    help="Processes serving the port; a sender on one meets a listener on another [one per core; 1 with "
+    "TLS, --cluster or the memory store]. 1 is a single process. See docs/configuration.md.",
+)
+@click.option(
     "--print-connection-string",
     "print_only",
     is_flag=True,
@@ -116,6 +124,7 @@ def command(
     cluster_urls: tuple[str, ...],
     node_id: str | None,
     data_dir: Path | None,
+    workers: int | None,
     print_only: bool,
     reload_running: bool,
     verbose: int,
@@ -162,6 +171,9 @@ def command(
             click.echo(_connection_string(_public(config, None), config))
             return
         ssl_context, ca_path = _tls(config, server.data_dir or data_dir)
+        from hyco.cli._workers import worker_count
+
+        count = worker_count(workers or config.server.workers, config)
     except InvalidConfig as exc:
         raise click.ClickException(scrub(str(exc))) from None
     if not _rules(config):
@@ -170,6 +182,17 @@ def command(
             "can be relayed. Add an [[authorization_rules]] entry (docs/configuration.md).",
             err=True,
         )
+    if count > 1:
+        from hyco.cli._workers import run_workers
+
+        run_workers(
+            config,
+            count,
+            config_path,
+            config.server.data_dir or data_dir,
+            lambda url: _banner(url, config, config_path, created_path, ca_path, count),
+        )
+        return
     _run(config, ssl_context, config_path, created_path, ca_path)
 
 
@@ -278,7 +301,12 @@ def invocation() -> str:
 
 
 def _banner(
-    relay_url: str, config: RelayConfig, config_path: Path | None, created: Path | None, ca: Path | None
+    relay_url: str,
+    config: RelayConfig,
+    config_path: Path | None,
+    created: Path | None,
+    ca: Path | None,
+    workers: int = 1,
 ) -> None:
     public = _public(config, relay_url)
     out = click.echo
@@ -310,6 +338,8 @@ def _banner(
         out(f"  hybrid connections: {', '.join(paths)}")
     if config.server.create_on_listen:
         out("  hybrid connections are created when a listener first opens them")
+    if workers > 1:
+        out(f"  workers: {workers} processes behind one port")
     out("  health: " + public.replace("ws", "http", 1) + "/$health    stop: Ctrl-C")
     sys.stdout.flush()
 

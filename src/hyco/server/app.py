@@ -11,11 +11,12 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -39,8 +40,12 @@ from hyco.server.metrics import RelayMetrics
 from hyco.server.registry import HybridConnection, Registry
 from hyco.server.router import LocalRouter, Router
 from hyco.server.sources import SourceLimits
-from hyco.server.store import Namespace, Store, open_store
+from hyco.server.store import Change, Namespace, Store, open_store
 from hyco.server.streams import StreamForwarder
+from hyco.server.workers.door import WorkerDoor
+from hyco.server.workers.mesh import Mesh, WorkerSeat, tag
+from hyco.server.workers.router import WorkerRouter
+from hyco.server.workers.store import WorkerStore
 
 if TYPE_CHECKING:
     from hyco.server.routing.cluster import ClusterRouter
@@ -76,6 +81,9 @@ class Relay:
         clock: where token expiry is read and waited for (tests pass ``hyco.testing.FakeClock``).
         store: where entities and rules created at run time are kept (default: the cluster's shared bucket
             on a cluster node, else :func:`open_store`).
+        worker: this process is one of several workers behind one port (``hyco relay --workers N``): it
+            accepts from the seat's listening socket and meets the other workers over its links
+            (hyco.server.workers). The store must be one all workers share (SQLite in one data directory).
 
     Attributes:
         config: the configuration it runs with.
@@ -89,6 +97,7 @@ class Relay:
         router: Router | None = None,
         clock: Clock = SYSTEM_CLOCK,
         store: Store | None = None,
+        worker: WorkerSeat | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -102,9 +111,26 @@ class Relay:
         self._signatures = SignatureCache()
         self._background: set[asyncio.Task[None]] = set()
         self._cluster = self._cluster_router(config) if router is None and config.cluster else None
+        store = store if store is not None else self._default_store(config)
+        self._seat = worker
+        self._mesh = Mesh(worker.index, worker.links) if worker is not None else None
+        self._workers: WorkerRouter | None = None
+        if self._mesh is not None:
+            shared = WorkerStore(store, lambda change: self._publish_change(change))
+            store = shared
+            self._workers = WorkerRouter(
+                self._mesh,
+                self._registry,
+                limits.max_listeners,
+                on_response=lambda response, body: self._http.on_control_response(response, body),
+                serve_socket=self._serve_socket,
+                on_change=shared.apply_remote,
+            )
+        self._worker_door: WorkerDoor | None = None
+        self._connecting: set[asyncio.Future[Any]] = set()
         self.namespace = Namespace(
             config,
-            store if store is not None else self._default_store(config),
+            store,
             self._registry,
             on_rules_changed=self._signatures.clear,
             close_listeners=self._close_listeners,
@@ -115,7 +141,8 @@ class Relay:
         self._door: Door | None = None
         self._bound: tuple[str, int] | None = None
         self.metrics = RelayMetrics(self._registry.all)
-        router = router or self._cluster or LocalRouter()
+        router = router or self._cluster or self._workers or LocalRouter()
+        id_tag = tag(worker.index) if worker is not None else ""
         capacity = Capacity(limits.max_pending)
         self._http = HttpForwarder(
             router,
@@ -123,6 +150,7 @@ class Relay:
             lambda req, token, hc, suffix: self._authorize(req.host, token, hc, Right.SEND, suffix),
             body_timeout=limits.body_timeout,
             buffers=ByteBudget(limits.max_buffered_bytes),
+            id_tag=id_tag,
         )
         self._listeners = ListenerHub(
             self._registry,
@@ -134,10 +162,13 @@ class Relay:
             clock,
             self.metrics,
             **({"lease": self._cluster.lease} if self._cluster else {}),
+            **({"lease": self._workers.lease} if self._workers else {}),
         )
         self._sources = SourceLimits(limits.max_connections_per_source, limits.handshake_rate_per_source)
         self._gate = ConnectionGate(self._sources.open_connection, self._sources.close_connection)
-        self._streams = StreamForwarder(router, limits, capacity, self._authorize_sender, self.metrics)
+        self._streams = StreamForwarder(
+            router, limits, capacity, self._authorize_sender, self.metrics, id_tag=id_tag
+        )
         self.management = ManagementApi(
             self.namespace,
             self._registry,
@@ -148,7 +179,7 @@ class Relay:
             health=self.health,
             metrics_public=config.server.metrics_public,
             own_url=lambda: self.http_url,
-            listener_count=self._cluster.listener_count if self._cluster else lambda hc: len(hc.listeners),
+            listener_count=self._listener_count,
         )
         dashboard = Dashboard(
             self.management,
@@ -168,6 +199,7 @@ class Relay:
             inspector=self.management.inspector,
             dashboard=dashboard.handle,
             cluster_health=self._cluster.health if self._cluster else None,
+            worker_health=self._worker_health if worker is not None else None,
         )
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -225,6 +257,9 @@ class Relay:
         self._gate.install(self._runner)
         assert self._runner.server is not None
         self._door = Door(self._front_door, self._runner.server, self._gate, self.config.limits.idle_timeout)
+        if self._seat is not None:
+            self._serve_worker(self._seat)
+            return
         site = FactorySite(
             self._runner,
             self._door,
@@ -256,10 +291,14 @@ class Relay:
                 # Stop listening first; connections the kernel already handed over still get registered
                 # (and are closed by the runner's cleanup below) while the channels close.
                 await self._site.stop()
+            if self._worker_door is not None:
+                self._worker_door.stop()  # the other workers accept what comes now
             if self._cluster is not None:
                 await self._cluster.close()  # leases go first: other nodes stop routing here at once
             await self._listeners.close_all(GOING_AWAY, goodbye)
             await self._streams.shutdown(GOING_AWAY, goodbye, timeout)
+            if self._workers is not None:
+                self._workers.close()
         finally:
             if self._door is not None:
                 self._door.close()  # connections still in the lean door's hands
@@ -268,6 +307,53 @@ class Relay:
             await asyncio.gather(*self._background, return_exceptions=True)
             await self.namespace.store.close()
             log.info("relay stopped")
+
+    def _serve_worker(self, seat: WorkerSeat) -> None:
+        """Accept from the port all workers share, and meet the other workers."""
+        assert self._workers is not None and self._mesh is not None
+        self._worker_door = WorkerDoor(
+            seat.listener, self._mesh, self._serve_socket, self.config.limits.idle_timeout
+        )
+        self._workers.start()
+        self._worker_door.start()
+        self._bound = seat.listener.getsockname()[:2]
+        log.info("relay worker %d of %d listening on %s", seat.index, seat.count, self.url)
+
+    def _serve_socket(self, sock: socket.socket) -> None:
+        """Serve a connection this worker accepted, or another worker handed over, with the front door."""
+        if self._closing or self._door is None:
+            sock.close()
+            return
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(loop.connect_accepted_socket(self._door, sock))
+        self._connecting.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._connecting.discard)
+        task.add_done_callback(_log_failed_connection)
+
+    def _listener_count(self, hc: HybridConnection) -> int:
+        """Listeners of ``hc`` on every node of a cluster, every worker, or this relay."""
+        counter = self._cluster or self._workers
+        return counter.listener_count(hc) if counter is not None else len(hc.listeners)
+
+    def _publish_change(self, change: Change) -> None:
+        if self._workers is not None:
+            self._workers.publish_change(change)
+
+    def _worker_health(self) -> dict[str, object]:
+        """``/$health``'s listeners over every worker, and which worker answered (its own listeners, the
+        listeners' dials other workers handed to it)."""
+        assert self._seat is not None and self._workers is not None
+        own = len(self._listeners)
+        return {
+            "listeners": own + len(self._workers.remote_listeners()),
+            "worker": {
+                "index": self._seat.index,
+                "workers": self._seat.count,
+                "pid": os.getpid(),
+                "listeners": own,
+                "dials_handed_in": self._workers.handed_in,
+            },
+        }
 
     # --- what is going on (operations, tests) -------------------------------------------------
 
@@ -283,6 +369,12 @@ class Relay:
         """This relay's listeners and, on a cluster node, those the other nodes hold (``node`` set; their
         token expiry and channel number are only known on their own node: 0 here)."""
         local = self._listeners.connected()
+        if self._workers is not None:
+            here = f"worker-{self._workers.index}"
+            return [dataclasses.replace(listener, node=here) for listener in local] + [
+                ConnectedListener(r.path, r.listener_id, r.remote, 0.0, 0, r.since, f"worker-{r.worker}")
+                for r in self._workers.remote_listeners()
+            ]
         if self._cluster is None:
             return local
         node = self._cluster.node_id
@@ -332,6 +424,8 @@ class Relay:
         """A ``response`` on a control channel: for a request of this node, else (cluster) of another node."""
         if self._http.on_control_response(response, body):
             return True
+        if self._workers is not None:
+            return self._workers.forward_response(response, body)
         return self._cluster is not None and self._cluster.forward_response(response, body)
 
     def _default_store(self, config: RelayConfig) -> Store:
@@ -415,9 +509,19 @@ class Relay:
         return f"{'wss' if handshake.secure else 'ws'}://{handshake.host}"
 
 
+def _log_failed_connection(task: asyncio.Future[Any]) -> None:
+    """A handed-over connection that failed before the front door took it (the client went away)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("a connection could not be served: %s", exc)
+
+
 @asynccontextmanager
 async def serve(
-    config: RelayConfig, *, ssl_context: ssl.SSLContext | None = None, clock: Clock = SYSTEM_CLOCK
+    config: RelayConfig,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    worker: WorkerSeat | None = None,
 ) -> AsyncIterator[Relay]:
     """Run a relay for the duration of the ``async with`` block.
 
@@ -427,8 +531,9 @@ async def serve(
         config: the relay configuration.
         ssl_context: TLS context for the port, or None for plain ws/http.
         clock: where token expiry is read (tests pass ``hyco.testing.FakeClock``).
+        worker: run as one worker of ``hyco relay --workers N`` (see :class:`Relay`).
     """
-    relay = Relay(config, ssl_context=ssl_context, clock=clock)
+    relay = Relay(config, ssl_context=ssl_context, clock=clock, worker=worker)
     await relay.start()
     try:
         yield relay

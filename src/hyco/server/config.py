@@ -149,6 +149,8 @@ class ServerConfig:
         store: where entities and rules created at run time are kept: ``"sqlite"`` (``data_dir/hyco.db``;
             in memory when there is no data directory) or ``"memory"`` (lost on restart).
         metrics_public: serve ``/$metrics`` without a token (default: a Manage token is needed).
+        workers: processes serving the port (``hyco relay --workers``); None means one per core where
+            workers are possible (docs/configuration.md), else one. The library's :func:`serve` is always one.
     """
 
     host: str = DEFAULT_HOST
@@ -159,6 +161,7 @@ class ServerConfig:
     data_dir: Path | None = None
     store: str = "sqlite"
     metrics_public: bool = False
+    workers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,12 @@ def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
     ):
         name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise InvalidConfig(f"{where}.{key} must be a {name}, not {value!r}")
+    return value
+
+
+def _positive_int(value: int | None, where: str) -> int | None:
+    if value is not None and value < 1:
+        raise InvalidConfig(f"{where} must be 1 or more, not {value}")
     return value
 
 
@@ -495,7 +504,7 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
         raise InvalidConfig("server must be a table")
     _check_keys(
         server_table,
-        {"listen", "public_url", "tls", "create_on_listen", "data_dir", "store", "metrics_public"},
+        {"listen", "public_url", "tls", "create_on_listen", "data_dir", "store", "metrics_public", "workers"},
         "server",
     )
     listen = _get(server_table, "listen", str, "server")
@@ -515,6 +524,7 @@ def parse_config(data: Mapping[str, Any], base: Path = Path()) -> RelayConfig:
         data_dir=base / data_dir if data_dir is not None else base,
         store=store,
         metrics_public=bool(_get(server_table, "metrics_public", bool, "server")),
+        workers=_positive_int(_get(server_table, "workers", int, "server"), "server.workers"),
     )
     hcs_raw = data.get("hybrid_connections") or []
     if not isinstance(hcs_raw, list):

@@ -116,6 +116,8 @@ class FrontDoor:
         inspector: records the HTTP requests of inspected hybrid connections.
         dashboard: serves ``/$dashboard`` (an aiohttp handler).
         cluster_health: the ``cluster`` member of ``/$health`` (node, NATS state, nodes seen), if clustered.
+        worker_health: with ``--workers N``: members of ``/$health`` that replace or add to this process's
+            (``worker``: which worker answered; ``listeners``: every worker's).
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class FrontDoor:
         inspector: Inspector | None = None,
         dashboard: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
         cluster_health: Callable[[], dict[str, object]] | None = None,
+        worker_health: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self._registry = registry
         self._listeners = listeners
@@ -146,6 +149,7 @@ class FrontDoor:
         self._inspector = inspector
         self._dashboard = dashboard
         self._cluster_health = cluster_health
+        self._worker_health = worker_health
         self._refusals = Throttle(interval=1.0)
 
     def check_open(self) -> None:
@@ -355,4 +359,6 @@ class FrontDoor:
         }
         if self._cluster_health is not None:
             body["cluster"] = self._cluster_health()
+        if self._worker_health is not None:
+            body.update(self._worker_health())
         return body

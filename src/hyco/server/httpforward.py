@@ -178,6 +178,7 @@ class HttpForwarder:
             RelayError).
         body_timeout: seconds the sender's request body may stall between two chunks.
         buffers: the relay's budget for body bytes held in memory (``limits.max_buffered_bytes``).
+        id_tag: ends every request id (a worker's tag: hyco.server.workers).
     """
 
     def __init__(
@@ -188,8 +189,10 @@ class HttpForwarder:
         *,
         body_timeout: float,
         buffers: ByteBudget,
+        id_tag: str = "",
     ) -> None:
         self._router = router
+        self._id_tag = id_tag
         self._capacity = capacity
         self._authorize_send = authorize_send
         self._body_timeout = body_timeout
@@ -240,7 +243,7 @@ class HttpForwarder:
             self._authorize_send(request, token, hc, suffix)
         with self._capacity.hold(), self._buffers.hold(_body_reservation(request)):
             started = time.monotonic()
-            exchange = Exchange(f"{tracking_id}_{secrets.token_hex(16)}", tracking_id, hc.path)
+            exchange = Exchange(f"{tracking_id}_{secrets.token_hex(16)}{self._id_tag}", tracking_id, hc.path)
             self._exchanges[exchange.id] = exchange
             try:
                 with _released_on_hang_up(request):

@@ -33,12 +33,12 @@ SB_AUTH_HEADER = "ServiceBusAuthorization"
 
 #: Checks a token text for a right on a hybrid connection; raises RelayError (401/403) when it is not good.
 Authorize = Callable[[Handshake, str | None, HybridConnection, Right], SasToken]
-#: Holds a cluster-wide listener slot for (path, listener id, listener's address) while a channel runs;
-#: RelayError refuses.
-Lease = Callable[[str, str, str], AbstractAsyncContextManager[None]]
+#: Holds a cluster-wide (or all workers') listener slot for (path, listener id, listener's address, base URL
+#: its rendezvous addresses start with) while a channel runs; RelayError refuses.
+Lease = Callable[[str, str, str, str], AbstractAsyncContextManager[None]]
 
 
-def _no_lease(path: str, listener_id: str, remote: str) -> AbstractAsyncContextManager[None]:
+def _no_lease(path: str, listener_id: str, remote: str, base_url: str) -> AbstractAsyncContextManager[None]:
     return contextlib.nullcontext()
 
 
@@ -131,7 +131,8 @@ class ListenerHub:
         hc.reserve(limits.max_listeners)  # the slot is taken before the first await
         reserved = True
         try:
-            async with self._lease(hc.path, tracking_id.lower(), handshake.remote):
+            base_url = self._base_url_for(handshake)
+            async with self._lease(hc.path, tracking_id.lower(), handshake.remote, base_url):
                 peer = await handshake.accept(
                     "listener",
                     protocol=None,
@@ -142,7 +143,7 @@ class ListenerHub:
                     peer,
                     path=hc.path,
                     listener_id=tracking_id.lower(),
-                    base_url=self._base_url_for(handshake),
+                    base_url=base_url,
                     token=token,
                     # Renewals are checked exactly as the token the channel opened with (2.6).
                     renew=lambda text: self._authorize(handshake, text, hc, Right.LISTEN),

@@ -73,17 +73,23 @@ class PendingConnection:
 
 
 class RendezvousTable:
-    """Pending connections by rendezvous id."""
+    """Pending connections by rendezvous id.
 
-    def __init__(self) -> None:
+    Args:
+        id_tag: ends every id (a worker's tag, so that a listener's dial reaches the worker that holds the
+            sender: hyco.server.workers).
+    """
+
+    def __init__(self, id_tag: str = "") -> None:
         self._pending: dict[str, PendingConnection] = {}
+        self._tag = id_tag
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def open(self, tracking_id: str, path: str) -> PendingConnection:
         """Park a sender under a new, unguessable id; ``path`` is the path its address names."""
-        ident = f"{tracking_id}_{secrets.token_hex(16)}"
+        ident = f"{tracking_id}_{secrets.token_hex(16)}{self._tag}"
         pending = PendingConnection(ident, tracking_id, path.strip("/").lower())
         self._pending[ident] = pending
         return pending

@@ -12,9 +12,10 @@ node where the sender waits.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from hyco.exceptions import ConnectionLost, EndpointNotFound
 from hyco.protocol.messages import Command
@@ -27,6 +28,7 @@ __all__ = [
     "NoListenerConnected",
     "NoListenerMatches",
     "Router",
+    "qualifying",
 ]
 
 
@@ -53,6 +55,31 @@ class ListenerCriteria:
 
 def _split_ids(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+class _Identified(Protocol):
+    @property
+    def listener_id(self) -> str: ...
+
+
+_Candidate = TypeVar("_Candidate", bound=_Identified)
+
+
+def qualifying(candidates: Sequence[_Candidate], criteria: ListenerCriteria) -> list[_Candidate]:
+    """The candidate listeners (wherever they are held) that ``criteria`` admit, in random order.
+
+    Raises:
+        NoListenerMatches: none is admitted.
+    """
+    allow = {a.lower() for a in criteria.allowed}
+    deny = {d.lower() for d in criteria.disallowed}
+    chosen = [c for c in candidates if (not allow or c.listener_id in allow) and c.listener_id not in deny]
+    if not chosen:
+        raise NoListenerMatches(
+            "None of the connected listeners meet the AllowedListeners/DisallowedListeners criteria."
+        )
+    random.shuffle(chosen)
+    return chosen
 
 
 @dataclass(frozen=True, slots=True)

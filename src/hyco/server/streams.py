@@ -68,6 +68,7 @@ class StreamForwarder:
         authorize_send: checks a sender's token text for Send rights on an entity plus the sender's path
             suffix (raises RelayError 401/403).
         metrics: told when each splice starts and ends.
+        id_tag: ends every rendezvous id (see :class:`~hyco.server.rendezvous.RendezvousTable`).
     """
 
     def __init__(
@@ -77,13 +78,14 @@ class StreamForwarder:
         capacity: Capacity,
         authorize_send: Callable[[SpliceHandshake, str | None, HybridConnection, str], None],
         metrics: RelayMetrics | None = None,
+        id_tag: str = "",
     ) -> None:
         self._metrics = metrics
         self._router = router
         self._authorize_send = authorize_send
         self._limits = limits
         self._capacity = capacity
-        self._table = RendezvousTable()
+        self._table = RendezvousTable(id_tag)
         self._splices: dict[asyncio.Task[SpliceResult], Splice] = {}
 
     @property

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -57,13 +56,7 @@ from hyco.exceptions import (
 from hyco.protocol import messages
 from hyco.server.config import ClusterConfig, check_node_id
 from hyco.server.registry import HybridConnection, ListenerHandle, Registry
-from hyco.server.router import (
-    BuildCommand,
-    Delivery,
-    ListenerCriteria,
-    NoListenerConnected,
-    NoListenerMatches,
-)
+from hyco.server.router import BuildCommand, Delivery, ListenerCriteria, NoListenerConnected, qualifying
 from hyco.server.routing.directory import Directory, Lease, lease_key, lease_value, node_key, node_value
 from hyco.server.routing.natsconn import RETRY_SECONDS, connect
 
@@ -355,9 +348,11 @@ class ClusterRouter:
     # --- leases --------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def lease(self, path: str, listener_id: str, remote: str = "") -> AsyncIterator[None]:
+    async def lease(
+        self, path: str, listener_id: str, remote: str = "", base_url: str = ""
+    ) -> AsyncIterator[None]:
         """Hold one of ``path``'s cluster-wide listener slots for ``listener_id`` (at ``remote``) while the
-        block runs.
+        block runs (``base_url`` is not needed: addresses name the node where the sender waits).
 
         Raises:
             QuotaExceeded: every slot is taken (by listeners on any node).
@@ -445,16 +440,7 @@ class ClusterRouter:
             if not connected:
                 raise ServerBusy(f"{_UNREACHABLE}no listener on this node can take the connection.")
             raise NoListenerConnected("There are no listeners connected for the endpoint.")
-        allow = {a.lower() for a in criteria.allowed}
-        deny = {d.lower() for d in criteria.disallowed}
-        candidates = [
-            c for c in candidates if (not allow or c.listener_id in allow) and c.listener_id not in deny
-        ]
-        if not candidates:
-            raise NoListenerMatches(
-                "None of the connected listeners meet the AllowedListeners/DisallowedListeners criteria."
-            )
-        random.shuffle(candidates)
+        candidates = qualifying(candidates, criteria)
         for candidate in candidates:
             if isinstance(candidate, Lease):
                 delivery = await self._deliver_remote(hc, candidate, build)
