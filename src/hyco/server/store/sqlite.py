@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,8 @@ DATABASE_NAME = "hyco.db"
 WRITER_THREAD_NAME = "hyco-store"
 #: Seconds a write waits for the database's write lock held by another connection before it fails.
 LOCK_TIMEOUT = 30.0
+#: Seconds between attempts to open a database another process is opening at the same moment.
+OPEN_RETRY = 0.02
 
 T = TypeVar("T")
 
@@ -90,16 +93,26 @@ class SqliteStore(Watchers):
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below. The connection
-        # is made here, on the writer thread, and used there only (sqlite3 checks that).
-        db = sqlite3.connect(path, isolation_level=None, timeout=LOCK_TIMEOUT)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(entities)")}
-        if "inspect" not in columns:  # a database made before the column existed
-            db.execute("ALTER TABLE entities ADD COLUMN inspect INTEGER NOT NULL DEFAULT 0")
-        return db
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below. The
+            # connection is made here, on the writer thread, and used there only (sqlite3 checks that).
+            db = sqlite3.connect(path, isolation_level=None, timeout=LOCK_TIMEOUT)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(entities)")}
+                if "inspect" not in columns:  # a database made before the column existed
+                    db.execute("ALTER TABLE entities ADD COLUMN inspect INTEGER NOT NULL DEFAULT 0")
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                # Workers of one relay open the file at the same moment: SQLite reports some of those
+                # conflicts (the switch to WAL, the schema) as "locked" at once, without waiting.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(OPEN_RETRY)
 
     async def _on_writer(self, work: Callable[[], T]) -> T:
         """Run ``work`` on the writer thread, after every call made before this one."""
