@@ -92,39 +92,12 @@ async def test_a_failed_or_abandoned_offer_gives_its_slot_back(behaviour):
 # --- one connection cannot hold the event loop (defect 2) ----------------------------------------
 
 
-async def test_a_flood_of_tiny_messages_lets_other_tasks_run():
+async def _unread_counts_seen_while_spliced(messages: list[bytes]) -> list[int]:
+    """Buffer ``messages`` on one peer, splice it to another and return ``unread`` of the far side as a
+    bystander task saw it at each of its turns until every message was moved."""
     a, b = memory_peer("a"), memory_peer("b")
-    flood = 2000  # many times the messages a pump may move per turn
-    for _ in range(flood):
-        a.remote_send(b"")  # all buffered already: receive() never has to wait
-    a.remote_close()
-    seen: list[int] = []
-
-    async def bystander() -> None:
-        while True:
-            seen.append(b.unread)
-            await asyncio.sleep(0)
-
-    watcher = asyncio.ensure_future(bystander())
-    await asyncio.sleep(0)
-    splice = Splice(a, b, close_timeout=TIMEOUT)
-    run = asyncio.ensure_future(splice.run())
-    await asyncio.wait_for(b.remote_receive(), TIMEOUT)  # the first message got through
-    while b.unread < flood:
-        await asyncio.sleep(0)
-    watcher.cancel()
-    b.remote_close()
-    await asyncio.wait_for(run, TIMEOUT)
-    # The bystander ran while the flood was being moved, not only before and after it.
-    assert any(0 < n < flood for n in seen), seen[:5]
-
-
-async def test_a_sender_at_full_speed_lets_other_tasks_run_every_few_messages():
-    # Defect 12: 64 buffered 64 KiB messages per turn held the loop for 4 MiB of copying at a time.
-    a, b = memory_peer("a"), memory_peer("b")
-    count = 64  # one turn's worth under a message count alone
-    for _ in range(count):
-        a.remote_send(bytes(64 * 1024))
+    for message in messages:
+        a.remote_send(message)  # all buffered already: receive() never has to wait
     a.remote_close()
     seen: list[int] = []
 
@@ -136,11 +109,25 @@ async def test_a_sender_at_full_speed_lets_other_tasks_run_every_few_messages():
     watcher = asyncio.ensure_future(bystander())
     await asyncio.sleep(0)
     run = asyncio.ensure_future(Splice(a, b, close_timeout=TIMEOUT).run())
-    while b.unread < count:
+    while b.unread < len(messages):
         await asyncio.sleep(0)
     watcher.cancel()
     b.remote_close()
     await asyncio.wait_for(run, TIMEOUT)
+    return seen
+
+
+async def test_a_flood_of_tiny_messages_lets_other_tasks_run():
+    flood = 2000  # many times the messages a pump may move per turn
+    seen = await _unread_counts_seen_while_spliced([b""] * flood)
+    # The bystander ran while the flood was being moved, not only before and after it.
+    assert any(0 < n < flood for n in seen), seen[:5]
+
+
+async def test_a_sender_at_full_speed_lets_other_tasks_run_every_few_messages():
+    # Defect 12: 64 buffered 64 KiB messages per turn held the loop for 4 MiB of copying at a time.
+    count = 64  # one turn's worth under a message count alone
+    seen = await _unread_counts_seen_while_spliced([bytes(64 * 1024)] * count)
     assert len({n for n in seen if 0 < n < count}) >= 8, sorted(set(seen))
 
 
