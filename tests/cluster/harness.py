@@ -136,15 +136,10 @@ class NatsServer:
             await self.log.stop()
 
 
-@dataclass
-class RelayNode:
-    """One ``hyco relay --cluster`` process."""
+class _OnLocalPort:
+    """Something reached at ``ws://`` / ``http://`` on 127.0.0.1:``port``."""
 
-    node_id: str
-    proc: asyncio.subprocess.Process
     port: int
-    stdout: Drain
-    stderr: Drain
 
     @property
     def url(self) -> str:
@@ -153,6 +148,17 @@ class RelayNode:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class RelayNode(_OnLocalPort):
+    """One ``hyco relay --cluster`` process."""
+
+    node_id: str
+    proc: asyncio.subprocess.Process
+    port: int
+    stdout: Drain
+    stderr: Drain
 
     def describe(self) -> str:
         return f"node {self.node_id} (exit {self.proc.returncode}): {self.stderr.text()}"
@@ -236,20 +242,12 @@ async def relay_node(
 
 
 @dataclass
-class Haproxy:
+class Haproxy(_OnLocalPort):
     """haproxy, round-robin over the nodes, on a port-0 socket handed to it."""
 
     port: int
     proc: asyncio.subprocess.Process
     log: Drain = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @contextlib.asynccontextmanager
