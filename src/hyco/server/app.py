@@ -26,6 +26,7 @@ from hyco.protocol import messages
 from hyco.protocol.sas import Right, SasToken
 from hyco.server import logs
 from hyco.server.auth import SignatureCache, authorize
+from hyco.server.backlog import BacklogDrain
 from hyco.server.buffers import READ_BUFFER, ByteBudget
 from hyco.server.capacity import Capacity
 from hyco.server.config import RelayConfig
@@ -267,6 +268,7 @@ class Relay:
             self.config.server.port,
             ssl_context=self._ssl,
             backlog=1024,
+            drain=BacklogDrain(self._serve_socket),
         )
         await site.start()
         self._site = site
@@ -320,12 +322,13 @@ class Relay:
         log.info("relay worker %d of %d listening on %s", seat.index, seat.count, self.url)
 
     def _serve_socket(self, sock: socket.socket) -> None:
-        """Serve a connection this worker accepted, or another worker handed over, with the front door."""
+        """Serve a connection accepted outside the loop's server (a worker's accept loop, another worker's
+        hand-over, the backlog drain) with the front door, as the loop's server would."""
         if self._closing or self._door is None:
             sock.close()
             return
         loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(loop.connect_accepted_socket(self._door, sock))
+        task = asyncio.ensure_future(loop.connect_accepted_socket(self._door, sock, ssl=self._ssl))
         self._connecting.add(task)  # the loop keeps only a weak reference to a task
         task.add_done_callback(self._connecting.discard)
         task.add_done_callback(_log_failed_connection)

@@ -39,6 +39,7 @@ from aiohttp.http_websocket import WebSocketError
 from hyco._wsmask import apply_mask
 from hyco.exceptions import ConnectionLost, RelayError
 from hyco.protocol.frames import close_code_is_valid
+from hyco.server.backlog import BacklogDrain
 from hyco.server.framepeer import FramePeer
 from hyco.server.peer import Message, MessageKind, PeerGone
 
@@ -686,7 +687,8 @@ class FactorySite(web.TCPSite):
     """A TCP site whose accepted connections start with ``factory``'s protocol instead of aiohttp's.
 
     The runner still owns the site's lifecycle (``stop``, ``cleanup``); the factory decides which requests
-    aiohttp's server sees (``hyco.server.door``).
+    aiohttp's server sees (``hyco.server.door``). With ``drain``, every connection the loop accepts lets the
+    drain accept the rest of the queue (``hyco.server.backlog``: uvloop accepts one per loop iteration).
     """
 
     def __init__(
@@ -698,15 +700,17 @@ class FactorySite(web.TCPSite):
         *,
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 128,
+        drain: BacklogDrain | None = None,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, backlog=backlog)
         self._factory = factory
+        self._drain = drain
 
     async def start(self) -> None:
         """Register with the runner and listen (as ``web.TCPSite.start`` does, with the factory)."""
         await web.BaseSite.start(self)
         self._server = await asyncio.get_running_loop().create_server(
-            self._factory,
+            self._protocol if self._drain is not None else self._factory,
             self._host,
             self._port,
             ssl=self._ssl_context,
@@ -714,3 +718,16 @@ class FactorySite(web.TCPSite):
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
         )
+        if self._drain is not None:
+            self._drain.watch(self._server.sockets)
+
+    async def stop(self) -> None:
+        """Stop listening (the drain's copies of the listening sockets too)."""
+        if self._drain is not None:
+            self._drain.close()
+        await super().stop()
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        assert self._drain is not None
+        self._drain.accepted()
+        return self._factory()
