@@ -1,22 +1,30 @@
-"""Accept fairness: connections waiting in the kernel's accept queue are all taken on the next loop turn,
-on asyncio's loop and on uvloop (whose libuv accepts one per loop iteration; hyco.server.backlog).
+"""Loop fairness: one busy client must not keep others from the relay (issue 13, "CPU fairness").
 
-The relay runs in this process on the loop under test. The test blocks the loop while clients connect (the
-kernel completes their TCP handshakes and queues them), then lets the loop run a few turns and reads the
-listening socket's accept queue from /proc/net/tcp. Loop turns are counted, not time.
+* Connections waiting in the kernel's accept queue are all taken within a few loop turns, on asyncio's loop
+  and on uvloop (whose libuv accepts one per loop iteration; ``hyco.server.backlog``). The relay runs in this
+  process on the loop under test; the test blocks the loop while clients connect (the kernel completes their
+  TCP handshakes and queues them), lets the loop run a few turns and reads the listening socket's accept
+  queue from /proc/net/tcp.
+* A sender at full speed stops reading for the rest of a loop turn once it took a megabyte.
+
+Loop turns are counted, not time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 import uvloop
 
 from hyco.server import serve
+from hyco.server.framepeer import BYTES_PER_TURN, FramePeer
 from tests.conftest import test_config
 
 #: Clients that connect while the loop is blocked (below the per-source connection limit of the tests).
@@ -62,3 +70,50 @@ def test_every_waiting_connection_is_accepted_within_a_few_loop_turns(
         before, after = runner.run(_queued_after_a_few_turns())
     assert before == CLIENTS  # they all waited in the kernel
     assert after == 0, f"{after} of {CLIENTS} connections still wait after {TURNS} loop turns"
+
+
+# --- a full-speed sender lets the loop run every megabyte (issue 13, defect 12) -------------------------
+
+
+async def _spliced_pair() -> tuple[FramePeer, asyncio.Transport, list[socket.socket]]:
+    """A sender's FramePeer linked to a listener's, each on a real socket pair; the listener's send buffer
+    is unbounded so backpressure never pauses the sender (only the turn budget may)."""
+    loop = asyncio.get_running_loop()
+    peers, transports, keep = [], [], []
+    for name in ("sender", "listener"):
+        near, far = socket.socketpair()
+        keep.append(far)
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, near)
+        peer = FramePeer(name, max_message_size=1 << 30)
+        peer.attach(cast(asyncio.Transport, transport), None)
+        peers.append(peer)
+        transports.append(cast(asyncio.Transport, transport))
+    transports[1].set_write_buffer_limits(high=1 << 30)
+    peers[0].link(peers[1])
+    peers[1].link(peers[0])
+    return peers[0], transports[0], keep
+
+
+def _masked_binary(size: int) -> bytes:
+    """One final binary frame of ``size`` zero bytes (masked: the key repeated), ``size`` a multiple of 4."""
+    key = os.urandom(4)
+    return bytes([0x82, 0x80 | 127]) + struct.pack("!Q", size) + key + key * (size // 4)
+
+
+async def test_a_sender_at_full_speed_stops_reading_for_the_rest_of_a_turn_after_a_megabyte():
+    sender, transport, keep = await _spliced_pair()
+    frame = _masked_binary(64 * 1024)
+    taken = 0
+    # As uvloop delivers a fast sender's data: read after read within one readable event (one loop turn).
+    while transport.is_reading() and taken < 32 * len(frame):
+        sender.data_received(frame)
+        taken += len(frame)
+    assert not transport.is_reading(), "the sender was never paused within the turn"
+    assert taken <= BYTES_PER_TURN + len(frame)
+    await asyncio.sleep(0)  # the next turn: the peer reads again
+    await asyncio.sleep(0)
+    assert transport.is_reading()
+    assert sender.forwarded == (taken - 14 * (taken // len(frame)), taken // len(frame))
+    sender.abort()
+    for sock in keep:
+        sock.close()

@@ -39,6 +39,10 @@ LARGE_FRAME = 16 * 1024
 #: Frames handled per event-loop turn: a buffer full of tiny frames (a ping or empty-frame flood) is worked
 #: through in slices, so one client cannot hold the loop (the hardening issue's defect 2).
 FRAMES_PER_TURN = 64
+#: Bytes a peer takes before it lets the rest of the loop run (it stops reading until the next turn). Under
+#: uvloop one readable event reads up to 32 x 256 KB; a sender at full speed then held the loop for about
+#: 8 MB of copying at a time, and everyone else's latency with it (issue 13, defect 12).
+BYTES_PER_TURN = 1024 * 1024
 _GONE = Message(MessageKind.GONE)
 
 
@@ -96,6 +100,7 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         "_timer",
         "_transport",
         "_turn_pending",
+        "_unyielded",
         "_waiter",
         "_write_paused",
         "name",
@@ -131,7 +136,8 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         self._heard = False  # a frame came since the last heartbeat
         self._reading_paused = False  # we hold its data back (backpressure or FRAMES_PER_TURN)
         self._budget_spent = False  # the last parse stopped at FRAMES_PER_TURN with frames left
-        self._turn_pending = False  # frames are left in _buf for the next loop turn (FRAMES_PER_TURN)
+        self._turn_pending = False  # reading waits for the next loop turn (FRAMES_PER_TURN, BYTES_PER_TURN)
+        self._unyielded = 0  # bytes taken since the peer last let the loop run
 
     # --- set-up (the engine) ------------------------------------------------------------------
 
@@ -165,12 +171,29 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
     # --- asyncio protocol callbacks -------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        """Parse complete frames; move data frames to the partner, answer pings, report the end."""
+        """Parse complete frames; move data frames to the partner, answer pings, report the end.
+
+        After :data:`FRAMES_PER_TURN` frames, or :data:`BYTES_PER_TURN` bytes since it last did, the peer
+        stops reading and goes on in the next loop turn, so one client cannot hold the loop.
+        """
         if self._done:
             return
         if self._transport is None:  # still in the handshake: nothing may be written before the 101
             self._buf += data
             return
+        self._unyielded += len(data)
+        self._take(data)
+        if self._turn_pending or self._done:
+            return
+        if self._budget_spent or self._unyielded >= BYTES_PER_TURN:
+            # Frames are left over, or this peer had its share of the turn: stop reading and go on with
+            # them in the next loop turn.
+            self._turn_pending = True
+            self._pause_reading()
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _take(self, data: bytes) -> None:
+        """Handle ``data``: fill a large frame in progress, then parse what follows (within the budget)."""
         offset = 0
         if self._large is not None:
             offset = self._fill(data)
@@ -187,14 +210,10 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
             del self._buf[:used]
         elif used < len(view):
             self._buf = bytearray(memoryview(view)[used:])
-        if not self._turn_pending and self._budget_spent and not self._done:
-            # Frames are left over: stop reading and go on with them in the next loop turn.
-            self._turn_pending = True
-            self._pause_reading()
-            asyncio.get_running_loop().call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
         self._turn_pending = False
+        self._unyielded = 0
         if self._done or self._transport is None:
             return
         self.data_received(b"")
