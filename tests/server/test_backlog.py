@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ import uvloop
 
 from hyco.server import serve
 from hyco.server.framepeer import BYTES_PER_TURN, FramePeer
+from hyco.server.tls import mint_development_certificate
 from tests.conftest import test_config
 
 #: Clients that connect while the loop is blocked (below the per-source connection limit of the tests).
@@ -45,8 +47,25 @@ def accept_queue(port: int) -> int:
     raise AssertionError(f"no listening socket on port {port}")
 
 
-async def _queued_after_a_few_turns() -> tuple[int, int]:
-    async with serve(test_config()) as relay:
+def _health_answers(clients: list[socket.socket], tls: ssl.SSLContext | None) -> list[bytes]:
+    """Each client's first answer line to ``GET /$health`` (over TLS with ``tls``); run in a thread."""
+    lines = []
+    for client in clients:
+        conn = tls.wrap_socket(client, server_hostname="localhost") if tls is not None else client
+        conn.sendall(b"GET /$health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        lines.append(conn.makefile("rb").readline().rstrip())
+        conn.close()
+    return lines
+
+
+async def _queued_after_a_few_turns(tmp_path: Path, tls: bool) -> tuple[int, int, list[bytes]]:
+    server_tls = client_tls = None
+    if tls:
+        cert = mint_development_certificate(tmp_path, ("localhost",))
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(cert.cert, cert.key)
+        client_tls = ssl.create_default_context(cafile=str(cert.ca))
+    async with serve(test_config(), ssl_context=server_tls) as relay:
         port = relay.port
         # The loop is blocked while these connect: nothing is accepted until this coroutine yields.
         clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(CLIENTS)]
@@ -54,22 +73,28 @@ async def _queued_after_a_few_turns() -> tuple[int, int]:
             before = accept_queue(port)
             for _ in range(TURNS):
                 await asyncio.sleep(0)
-            return before, accept_queue(port)
+            after = accept_queue(port)
+            # Every connection, however it was accepted, is served like any other.
+            answers = await asyncio.to_thread(_health_answers, clients, client_tls)
+            return before, after, answers
         finally:
             for client in clients:
                 client.close()
 
 
 @pytest.mark.parametrize(
-    "new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+    ("new_loop", "tls"),
+    [(asyncio.new_event_loop, False), (uvloop.new_event_loop, False), (uvloop.new_event_loop, True)],
+    ids=["asyncio", "uvloop", "uvloop-tls"],
 )
 def test_every_waiting_connection_is_accepted_within_a_few_loop_turns(
-    new_loop: Callable[[], asyncio.AbstractEventLoop],
+    new_loop: Callable[[], asyncio.AbstractEventLoop], tls: bool, tmp_path: Path
 ) -> None:
     with asyncio.Runner(loop_factory=new_loop) as runner:
-        before, after = runner.run(_queued_after_a_few_turns())
+        before, after, answers = runner.run(_queued_after_a_few_turns(tmp_path, tls))
     assert before == CLIENTS  # they all waited in the kernel
     assert after == 0, f"{after} of {CLIENTS} connections still wait after {TURNS} loop turns"
+    assert answers == [b"HTTP/1.1 200 OK"] * CLIENTS
 
 
 # --- a full-speed sender lets the loop run every megabyte (issue 13, defect 12) -------------------------
