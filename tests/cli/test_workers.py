@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from hyco.protocol.sas import create_token
 from hyco.server.workers import worker_of
 from tests.cli.test_relay_cli import RunningRelay, relay_process, run_to_exit
 from tests.conftest import KEY, KEY_NAME, TIMEOUT
@@ -218,6 +221,46 @@ async def test_http_on_a_kept_alive_connection_reaches_a_listener_on_the_other_w
             assert (status, answer) == (201, body[::-1])
         assert (await http.health())["worker"]["index"] == 0  # still the same kept-alive connection
         http.close()
+        await listener.ws.close()
+
+
+def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+    }
+
+
+async def test_metrics_are_the_whole_relays_whichever_worker_answers(tmp_path: Path) -> None:
+    async with workers_relay(tmp_path) as relay, ws_session() as session:
+        url = f"ws://127.0.0.1:{relay.port}"
+        listener = await listener_on(session, url, 0)
+        http = await connection_to(relay.port, 1)  # a request worker 1 takes, for worker 0's listener
+        sent = asyncio.ensure_future(
+            http.request("GET", "/echo", {"ServiceBusAuthorization": token_for(url, "echo")})
+        )
+        request = (await listener.next_command())["request"]
+        await listener.ws.send_str(json.dumps({"response": {"requestId": request["id"], "statusCode": 201}}))
+        assert (await asyncio.wait_for(sent, TIMEOUT))[0] == 201
+        http.close()
+        manage = {"Authorization": create_token("http://127.0.0.1/", KEY_NAME, KEY, int(time.time()) + 3600)}
+        expected = {
+            ("hyco_active_listeners", (("entity", "echo"),)): 1.0,  # held by worker 0
+            ("hyco_http_requests_total", (("code", "201"), ("entity", "echo"))): 1.0,  # counted by worker 1
+        }
+        # listener_on may have opened (and closed) listeners on worker 1 before one landed on worker 0.
+        opened = ("hyco_listener_connections_total", (("entity", "echo"), ("result", "success")))
+        scrapes = []
+        for worker in (0, 1):
+            scrape = await connection_to(relay.port, worker)
+            status, _, text = await scrape.request("GET", "/$metrics", manage)
+            scrape.close()
+            assert status == 200
+            samples = _samples(text)
+            assert {key: samples.get(key) for key in expected} == expected, f"scraped from worker {worker}"
+            scrapes.append(samples[opened])
+        assert scrapes[0] == scrapes[1] >= 1
         await listener.ws.close()
 
 

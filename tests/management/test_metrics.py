@@ -8,6 +8,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from hyco.server import Relay, ServerConfig
+from hyco.server.metrics import RelayMetrics, merge_expositions
 from tests.conftest import LISTEN_KEY, LISTEN_KEY_NAME
 from tests.management.conftest import namespace_token
 from tests.server.wire import RawListener, connect_url, token_for, wait_for_health
@@ -92,3 +93,29 @@ async def test_metrics_public(relay_factory, session):
     async with session.get(f"{relay.http_url}/$metrics") as resp:
         assert resp.status == 200
         assert "hyco_build_info" in await resp.text()
+
+
+def test_workers_texts_merge_into_one_relays() -> None:
+    first, second = RelayMetrics(lambda: []), RelayMetrics(lambda: [])
+    first.http_done("echo", 200, 0.02, 10, 20)
+    second.http_done("echo", 200, 0.3, 1, 2)
+    second.http_done("echo", 404, 0.001, 0, 0)
+
+    def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text.decode())
+            for s in family.samples
+        }
+
+    a, b = samples(first.text()), samples(second.text())
+    merged = samples(merge_expositions([first.text(), second.text()]))
+    assert set(merged) == set(a) | set(b)
+    for key, value in merged.items():
+        if key[0].endswith("_created"):
+            assert value == min(v for v in (a.get(key), b.get(key)) if v is not None)
+        elif key[0] == "hyco_build_info":
+            assert value == a[key] == 1.0
+        else:
+            assert value == a.get(key, 0.0) + b.get(key, 0.0), key
+    assert merged[("hyco_http_request_duration_seconds_count", (("entity", "echo"),))] == 3.0

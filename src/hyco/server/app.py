@@ -126,6 +126,7 @@ class Relay:
                 on_response=lambda response, body: self._http.on_control_response(response, body),
                 serve_socket=self._serve_socket,
                 on_change=shared.apply_remote,
+                metrics=lambda: self.metrics.text(),
             )
         self._worker_door: WorkerDoor | None = None
         self._connecting: set[asyncio.Future[Any]] = set()
@@ -181,6 +182,7 @@ class Relay:
             metrics_public=config.server.metrics_public,
             own_url=lambda: self.http_url,
             listener_count=self._listener_count,
+            other_metrics=self._workers.metrics_of_others if self._workers else None,
         )
         dashboard = Dashboard(
             self.management,

@@ -28,7 +28,7 @@ import binascii
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -43,7 +43,7 @@ from hyco.protocol.sas import MAX_KEY_NAME_LENGTH, Right
 from hyco.server.config import AuthorizationRule, EntityStatus, Secret, generate_key, validate_entity_path
 from hyco.server.dashboard.inspector import Inspector
 from hyco.server.dashboard.replay import replay
-from hyco.server.metrics import CONTENT_TYPE, RelayMetrics
+from hyco.server.metrics import CONTENT_TYPE, RelayMetrics, merge_expositions
 from hyco.server.registry import HybridConnection, Registry
 from hyco.server.store import EntityRecord, Namespace, RuleRecord, RuleView
 
@@ -215,6 +215,8 @@ class ManagementApi:
         metrics_public: serve ``/$metrics`` without a token.
         inspector: recorded HTTP requests (``/$management/requests/http``, ngrok's inspection API).
         own_url: the relay's own HTTP base URL (replays are sent there).
+        listener_count: a hybrid connection's listeners on every worker or node.
+        other_metrics: the other workers' ``/$metrics`` texts, merged into this worker's answer.
     """
 
     def __init__(
@@ -231,11 +233,13 @@ class ManagementApi:
         inspector: Inspector | None = None,
         own_url: Callable[[], str] = lambda: "",
         listener_count: Callable[[HybridConnection], int] = lambda hc: len(hc.listeners),
+        other_metrics: Callable[[], Awaitable[list[bytes]]] | None = None,
     ) -> None:
         self.inspector = inspector or Inspector()
         self._listener_count = listener_count
         self._own_url = own_url
         self._metrics = metrics
+        self._other_metrics = other_metrics
         self._health = health
         self._metrics_public = metrics_public
         self._namespace = namespace
@@ -275,7 +279,10 @@ class ManagementApi:
                 self._authorize(request, self._token(request), "")
             except RelayError as exc:
                 return web.Response(status=exc.http_status, text=exc.description + "\n")
-        return web.Response(body=self._metrics.text(), headers={"Content-Type": CONTENT_TYPE})
+        body = self._metrics.text()
+        if self._other_metrics is not None:  # the workers of one relay answer as one relay
+            body = merge_expositions([body, *await self._other_metrics()])
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def check_manage(self, request: web.Request, token: str | None) -> None:
         """Raise RelayError (401/403) unless ``token`` has Manage rights on the namespace."""

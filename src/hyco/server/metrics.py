@@ -18,17 +18,19 @@ connection ends.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from hyco.server.registry import HybridConnection
 
-__all__ = ["CONTENT_TYPE", "EntityTotals", "LiveConnection", "RelayMetrics", "result_of"]
+__all__ = ["CONTENT_TYPE", "EntityTotals", "LiveConnection", "RelayMetrics", "merge_expositions", "result_of"]
 
 #: The Prometheus text format's content type (version 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -254,3 +256,46 @@ def _hyco_version() -> str:
         return version("hyco")
     except PackageNotFoundError:
         return "unknown"
+
+
+class _Families(Collector):
+    """Metric families made elsewhere, for ``generate_latest``."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def merge_expositions(texts: Sequence[bytes]) -> bytes:
+    """Several processes' ``/$metrics`` texts (the workers of one relay) as one relay's.
+
+    Samples with the same name and labels are summed: every hyco metric is a count, a sum or a histogram over
+    the connections each process served, or a gauge of what each holds (listeners, spliced connections).
+    ``*_created`` samples take the earliest time, and ``hyco_build_info`` (the same in every process) is
+    kept once. A family or sample only some processes have is kept as they report it.
+    """
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode()):
+            families.setdefault(family.name, family)
+            into = values.setdefault(family.name, {})
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in into:
+                    into[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    into[key] = min(into[key], sample.value)
+                elif family.name != "hyco_build_info":
+                    into[key] += sample.value
+    out = []
+    for name, family in families.items():
+        merged = Metric(name, family.documentation, family.type)
+        for (sample_name, labels), value in values[name].items():
+            merged.add_sample(sample_name, dict(labels), value)
+        out.append(merged)
+    registry = CollectorRegistry()
+    registry.register(_Families(out))
+    return generate_latest(registry)

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import socket
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ log = logging.getLogger("hyco.relay")
 
 #: How long a worker waits for another to confirm it passed a command to its listener.
 DELIVER_TIMEOUT = 5.0
+#: How long ``/$metrics`` waits for the other workers' figures (a stuck or restarting worker's are left out).
+METRICS_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ class WorkerRouter:
             requests (as the control channel's ``on_response``).
         serve_socket: serves a connection another worker accepted and handed over.
         on_change: applies a store change another worker made.
+        metrics: this worker's ``/$metrics`` text (another worker asks for it to answer a scrape).
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class WorkerRouter:
         on_response: Callable[[messages.Response, bytes | None], bool],
         serve_socket: Callable[[socket.socket], None],
         on_change: Callable[[Change], None],
+        metrics: Callable[[], bytes] = lambda: b"",
     ) -> None:
         self._mesh = mesh
         self._registry = registry
@@ -82,6 +87,8 @@ class WorkerRouter:
         self._on_response = on_response
         self._serve_socket = serve_socket
         self._on_change = on_change
+        self._metrics = metrics
+        self._asked: dict[int, asyncio.Future[bytes]] = {}
         self._remote: dict[tuple[int, str, str], RemoteListener] = {}  # (worker, path, listener id)
         self._mine: dict[
             tuple[str, str], tuple[str, str, float]
@@ -108,10 +115,35 @@ class WorkerRouter:
         for future in self._waiting.values():
             if not future.done():
                 future.set_result(False)
+        for asked in self._asked.values():
+            if not asked.done():
+                asked.set_result(b"")
 
     def publish_change(self, change: Change) -> None:
         """Tell the other workers about a change this worker made to the shared store."""
         self._mesh.broadcast(("change", change))
+
+    async def metrics_of_others(self) -> list[bytes]:
+        """The other workers' ``/$metrics`` texts (those that answer within :data:`METRICS_TIMEOUT`)."""
+        loop = asyncio.get_running_loop()
+        asked: dict[int, asyncio.Future[bytes]] = {}
+        for peer in self._mesh.peers:
+            self._sequence += 1
+            asked[self._sequence] = self._asked[self._sequence] = loop.create_future()
+            if not self._mesh.send(peer, ("metrics?", self._sequence)):
+                asked.pop(self._sequence).set_result(b"")
+        try:
+            if asked:
+                await asyncio.wait(asked.values(), timeout=METRICS_TIMEOUT)
+        finally:
+            for sequence in asked:
+                self._asked.pop(sequence, None)
+        texts = [f.result() for f in asked.values() if f.done() and f.result()]
+        if len(texts) < len(asked):
+            log.warning(
+                "/$metrics: %d of %d other workers did not answer", len(asked) - len(texts), len(asked)
+            )
+        return texts
 
     # --- the directory ---
 
@@ -250,6 +282,13 @@ class WorkerRouter:
                 self._on_response(response, body if isinstance(body, bytes) else None)
         elif kind == "change" and isinstance(message[1], Change):
             self._on_change(message[1])
+        elif kind == "metrics?":
+            # Compressed: the text grows with the hybrid connections, and a mesh message is at most 1 MiB.
+            self._mesh.send(peer, ("metrics", message[1], zlib.compress(self._metrics())))
+        elif kind == "metrics":
+            asked = self._asked.get(int(message[1]))  # type: ignore[call-overload]
+            if asked is not None and not asked.done() and isinstance(message[2], bytes):
+                asked.set_result(zlib.decompress(message[2]))
 
     def _know(self, path: str) -> None:
         """Register a hybrid connection another worker created on listen, so senders here find it."""
