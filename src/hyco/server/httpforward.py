@@ -361,9 +361,9 @@ class HttpForwarder:
         tracking_id: str,
         respond: Respond[R],
     ) -> R:
-        """Relay ``request`` to a listener of ``hc``; ``respond`` writes the listener's response to the sender.
+        """Relay ``request`` to a listener of ``hc``; ``respond`` writes the listener's response.
 
-        Both ways in call this: aiohttp's path (:meth:`forward`) and the lean door's (``hyco.server.leanhttp``).
+        Both ways in call this: aiohttp's path (:meth:`forward`) and the lean door's (``server/leanhttp.py``).
 
         Returns:
             What ``respond`` returned.
