@@ -271,3 +271,14 @@ async def test_connection_close_is_honoured(relay: Relay, session):
     response = await asyncio.wait_for(connection.reader.read(), TIMEOUT)  # up to EOF
     assert b"\r\nConnection: close\r\n" in response and response.endswith(b"\r\n\r\nok")
     await connection.close()
+
+
+async def test_lean_connections_give_their_source_slot_back(relay_factory, session):
+    relay = await relay_factory(limits=Limits(max_connections_per_source=2))
+    for _ in range(3):  # more connections, one after the other, than the limit
+        connection = await Connection.open(relay)
+        await connection.send(get("/nope"))
+        assert b" 404 " in await read_response(connection.reader)
+        await connection.close()
+        await wait_for_health(session, relay.http_url, "http_requests_in_flight", 0)
+    assert lean_count(relay) == 3
