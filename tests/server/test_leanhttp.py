@@ -282,3 +282,17 @@ async def test_lean_connections_give_their_source_slot_back(relay_factory, sessi
         await connection.close()
         await wait_for_health(session, relay.http_url, "http_requests_in_flight", 0)
     assert lean_count(relay) == 3
+
+
+async def test_the_unread_body_of_a_refused_request_is_skipped(relay: Relay, session):
+    listener = await RawListener.open(session, relay.url, "open")
+    connection = await Connection.open(relay)
+    refused = get("/nope", method="POST", body=b"GET /open/smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+    await connection.send(refused[:-20])  # the 404 goes out before the body is all there
+    assert b" 404 " in await read_response(connection.reader)
+    await connection.send(refused[-20:] + get("/open/next"))
+    request = await answer(listener, session, {"response": {"statusCode": 200}, "body": b"ok"})
+    assert request["requestTarget"] == "/open/next"  # the body was not taken for a request
+    assert (await read_response(connection.reader)).endswith(b"\r\n\r\nok")
+    assert lean_count(relay) == 2
+    await connection.close()

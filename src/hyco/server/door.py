@@ -10,6 +10,8 @@ each new connection with aiohttp's own C HTTP parser (so it accepts exactly what
   :class:`LeanHandshake`, whose :meth:`~LeanHandshake.accept_spliced` writes the 101 and makes the
   connection's protocol a :class:`~hyco.server.framepeer.FramePeer`; refusals and answers are written as
   ``Connection: close`` responses;
+* gives a connection whose first bytes may start a small relayed HTTP request to
+  :class:`~hyco.server.leanhttp.LeanHttpConnection`, which serves those itself;
 * hands every other connection (plain HTTP, ``/$health``, management, dashboard, listeners' control channels,
   request rendezvous, anything malformed or unusual) to a fresh aiohttp ``RequestHandler`` with the bytes read
   so far, unchanged: aiohttp then serves it as if it had accepted it.

@@ -194,7 +194,7 @@ class LeanHttpConnection(asyncio.Protocol):
         if self._serving is not None:
             self._serving.cancel()
         if self._drained is not None and not self._drained.done():
-            self._drained.set_exception(ConnectionResetError("the sender went away"))
+            self._drained.set_result(None)  # a writer waiting finds the transport closing
 
     def pause_writing(self) -> None:
         """The sender stopped reading a streamed answer: its writes wait."""
@@ -209,6 +209,17 @@ class LeanHttpConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection (idle timeout, shutdown)."""
         self.transport.close()
+
+    async def _drain(self) -> None:
+        """Wait while the sender does not read what was written to it.
+
+        Raises:
+            ConnectionResetError: the sender went away.
+        """
+        if self._drained is not None and not self._drained.done():
+            await self._drained
+        if self.transport.is_closing():
+            raise ConnectionResetError("the sender went away")
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -297,7 +308,12 @@ class LeanHttpConnection(asyncio.Protocol):
                 self._serving = None
                 self._hand_over(head)
                 return
+        except ConnectionError:  # the sender went away as its answer was to be written
+            transport.close()
+            return
         except RelayError as exc:
+            if transport.is_closing():
+                return
             peer = request.peer
             answer = self._door.front.refusal(
                 exc, tracking_id, message.method, raw_path, request.host, peer[0] if peer else "?"
@@ -315,16 +331,22 @@ class LeanHttpConnection(asyncio.Protocol):
             transport.write(body)
         except Exception:  # a bug: answered as aiohttp answers a handler's exception
             log.exception("serving %s failed", raw_path[:200])
+            if transport.is_closing():
+                return
             body = b"500 Internal Server Error\n\nServer got itself in trouble"
             framing = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
             transport.write(response_bytes(500, "Internal Server Error", (), framing, True) + body)
             close = True
         self._door.lean_requests += 1
-        self._serving = None
-        self._body = bytearray()
         if close or transport.is_closing():
             transport.close()
             return
+        try:
+            await self._drain()  # the next request waits until the sender reads this answer
+        except ConnectionError:
+            return
+        self._serving = None
+        self._body = bytearray()  # what the forwarder did not read; the rest of it is skipped as it comes
         self._timer = asyncio.get_running_loop().call_later(self._door.idle_timeout, self.abort)
         transport.resume_reading()
         self._next()
@@ -334,6 +356,8 @@ class LeanHttpConnection(asyncio.Protocol):
     ) -> HttpOutcome:
         """Write the listener's response as aiohttp's path does (``HttpForwarder._respond``)."""
         transport = self.transport
+        if transport.is_closing():
+            raise ConnectionResetError("the sender went away")
         command = start.command
         status = command.status_code
         reason, headers = response_head(command, host, None)
@@ -356,8 +380,7 @@ class LeanHttpConnection(asyncio.Protocol):
             if status not in _EMPTY_BODY and chunk:
                 transport.writelines((f"{len(chunk):x}\r\n".encode(), chunk, b"\r\n"))
                 sent += len(chunk)
-            if self._drained is not None:
-                await self._drained
+            await self._drain()
 
         why = await relay_body(body, write, timeout, None)
         if why is not None:
