@@ -152,7 +152,7 @@ class LeanHttpConnection(asyncio.Protocol):
         self._body_left = 0  # body bytes still to arrive (read, or skipped after a refusal)
         self._serving: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the forwarder waits for body bytes
-        self._drained: asyncio.Future[None] | None = None  # a streamed answer waits for the sender to read
+        self._drained: asyncio.Future[None] | None = None  # set while the sender does not read
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_at(deadline, self.abort)
 
     @classmethod
@@ -197,7 +197,8 @@ class LeanHttpConnection(asyncio.Protocol):
             self._drained.set_result(None)  # a writer waiting finds the transport closing
 
     def pause_writing(self) -> None:
-        """The sender stopped reading a streamed answer: its writes wait."""
+        """The sender does not read as fast as it is answered: a streamed answer's writes, and the next
+        request, wait."""
         if self._drained is None or self._drained.done():
             self._drained = asyncio.get_running_loop().create_future()
 
@@ -265,6 +266,7 @@ class LeanHttpConnection(asyncio.Protocol):
         """Give the connection to aiohttp with ``head`` (a request not served after all) and what follows."""
         self._cancel_timer()
         self._door.open.discard(self)
+        self.transport.resume_reading()  # (paused if pipelined bytes piled up): aiohttp reads from here
         data = head + bytes(self._body) + bytes(self._buf)
         self._body, self._buf = bytearray(), bytearray()
         self._door.hand_over(self.transport, data)
