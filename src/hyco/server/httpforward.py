@@ -55,6 +55,7 @@ __all__ = [
     "RelayedRequest",
     "Respond",
     "ResponseStart",
+    "cut",
     "relay_body",
     "response_head",
 ]
