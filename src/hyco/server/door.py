@@ -10,6 +10,8 @@ each new connection with aiohttp's own C HTTP parser (so it accepts exactly what
   :class:`LeanHandshake`, whose :meth:`~LeanHandshake.accept_spliced` writes the 101 and makes the
   connection's protocol a :class:`~hyco.server.framepeer.FramePeer`; refusals and answers are written as
   ``Connection: close`` responses;
+* gives a connection whose first bytes may start a small relayed HTTP request to
+  :class:`~hyco.server.leanhttp.LeanHttpConnection`, which serves those itself;
 * hands every other connection (plain HTTP, ``/$health``, management, dashboard, listeners' control channels,
   request rendezvous, anything malformed or unusual) to a fresh aiohttp ``RequestHandler`` with the bytes read
   so far, unchanged: aiohttp then serves it as if it had accepted it.
@@ -38,6 +40,7 @@ from hyco.protocol.uri import query_params
 from hyco.server.answer import HttpAnswer
 from hyco.server.engine import ConnectionGate, FramePeer, upgrade_response
 from hyco.server.frontdoor import FrontDoor, is_websocket_path, reason_phrase, request_tracking_id
+from hyco.server.leanhttp import LeanHttpConnection, may_be_lean
 
 __all__ = ["Door", "LeanHandshake"]
 
@@ -85,7 +88,8 @@ class Door:
         self.server = server
         self.gate = gate
         self.idle_timeout = idle_timeout
-        self.open: set[DoorProtocol] = set()
+        self.open: set[DoorProtocol | LeanHttpConnection] = set()
+        self.lean_requests = 0  # relayed HTTP requests served by hyco.server.leanhttp (tests read it)
         self._payloads: BaseProtocol | None = None
 
     def __call__(self) -> DoorProtocol:
@@ -98,6 +102,13 @@ class Door:
         if self._payloads is None:
             self._payloads = BaseProtocol(loop)  # the parser wants one for bodies; heads only are fed
         return HttpRequestParser(self._payloads, loop, 2**16, max_line_size=8190, max_field_size=8190)
+
+    def hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Give a connection to a fresh aiohttp handler, with the bytes read from it so far."""
+        handler = self.server()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)  # the gate counted it already
+        handler.data_received(data)
 
     def close(self) -> None:
         """Drop the connections still in the door's hands (heads, upgrades being served): shutdown."""
@@ -142,7 +153,10 @@ class DoorProtocol(asyncio.Protocol):
         self._buf += data
         known = min(len(self._buf), len(LEAN_PREFIX))
         if self._buf[:known] != LEAN_PREFIX[:known]:
-            self._hand_over()  # at once: not an upgrade served here (or not HTTP: TLS to a plain port)
+            if may_be_lean(self._buf):
+                self._to_lean_http()  # relayed HTTP, perhaps: hyco.server.leanhttp decides on the head
+            else:
+                self._hand_over()  # at once: not served here (or not HTTP: TLS to a plain port)
             return
         end = self._buf.find(b"\r\n\r\n", start)
         if end < 0:
@@ -218,11 +232,17 @@ class DoorProtocol(asyncio.Protocol):
         assert transport is not None
         self._cancel_timer()
         self._door.open.discard(self)
-        handler = self._door.server()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)  # the gate counted it already
         data, self._buf = bytes(self._buf), bytearray()
-        handler.data_received(data)
+        self._door.hand_over(transport, data)
+
+    def _to_lean_http(self) -> None:
+        """Give the connection to the lean HTTP path with what was read so far (same head deadline)."""
+        transport, timer = self.transport, self._timer
+        assert transport is not None and timer is not None
+        self._cancel_timer()
+        self._door.open.discard(self)
+        data, self._buf = bytes(self._buf), bytearray()
+        LeanHttpConnection.take(self._door, transport, timer.when(), data)
 
     async def _serve(self, message: RawRequestMessage) -> None:
         transport = self.transport

@@ -25,7 +25,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +38,7 @@ from hyco.protocol.uri import HC_PREFIX, Action, WebSocketTarget, parse_websocke
 from hyco.server.answer import HttpAnswer
 from hyco.server.dashboard.inspector import Inspector
 from hyco.server.engine import Handshake, SpliceHandshake, answer_and_close
-from hyco.server.httpforward import HttpForwarder
+from hyco.server.httpforward import HttpForwarder, RelayedRequest, Respond
 from hyco.server.listeners import ListenerHub
 from hyco.server.management import MANAGEMENT_PREFIX, ManagementApi, is_runtime_information_request
 from hyco.server.metrics import RelayMetrics
@@ -46,7 +47,7 @@ from hyco.server.sources import RateLimited, SourceLimits
 from hyco.server.streams import StreamForwarder
 from hyco.server.throttle import Throttle
 
-__all__ = ["FrontDoor", "is_websocket_path", "reason_phrase", "request_tracking_id"]
+__all__ = ["FrontDoor", "HttpOutcome", "is_websocket_path", "reason_phrase", "request_tracking_id"]
 
 log = logging.getLogger("hyco.relay")
 
@@ -100,6 +101,19 @@ def request_tracking_id(raw_query: str) -> str:
     adds its own id to an error only when the relay's text names none).
     """
     return client_tracking_id(query_params(raw_query).get("sb-hc-id")) or new_tracking_id()
+
+
+@dataclass(slots=True)
+class HttpOutcome:
+    """How a relayed HTTP request ended: its status (499 until known: the sender went away, nginx's "client
+    closed request") and the response body bytes sent."""
+
+    status: int = 499
+    sent: int = 0
+
+    def done(self, status: int, sent: int) -> None:
+        """The response was written."""
+        self.status, self.sent = status, sent
 
 
 class FrontDoor:
@@ -191,25 +205,67 @@ class FrontDoor:
     async def _forward_http(
         self, request: web.Request, hc: HybridConnection, suffix: str, tracking_id: str
     ) -> web.StreamResponse:
-        started = time.monotonic()
-        status = 499  # the sender went away (nginx's "client closed request")
-        response: web.StreamResponse | None = None
         capture = self._inspector.begin(request, hc) if self._inspector is not None else None
+        outcome = HttpOutcome()
         try:
-            response = await self._http.forward(request, hc, suffix, tracking_id)
-            status = response.status
-            return response
-        except RelayError as exc:
-            status = exc.http_status
-            raise
+            with self._http_observed(hc, request.content_length or 0, outcome):
+                response = await self._http.forward(request, hc, suffix, tracking_id)
+                # A web.Response is written after the handler returns: its length is its content length.
+                outcome.done(response.status, response.body_length or response.content_length or 0)
+                return response
         finally:
             if capture is not None and self._inspector is not None:
-                self._inspector.finish(capture, status)
+                self._inspector.finish(capture, outcome.status)
+
+    async def relay_http(
+        self, request: RelayedRequest, tracking_id: str, respond: Respond[HttpOutcome]
+    ) -> bool:
+        """Serve relayed HTTP the lean door read itself (``hyco.server.leanhttp``): the same shutdown check,
+        per-source rate, routing, forwarder and metrics as aiohttp's path (:meth:`handle`).
+
+        Args:
+            request: a request to a hybrid connection's path (not ``/$...``, not the SDKs' runtime
+                information GET: the lean door leaves those to aiohttp).
+            tracking_id: the request's tracking id.
+            respond: writes the listener's response to the sender; returns its status and body bytes sent.
+
+        Returns:
+            False, having done nothing, when the request must go to aiohttp's path instead (its hybrid
+            connection is inspected: the inspector records aiohttp requests); True once it was served.
+
+        Raises:
+            RelayError: the refusal to answer with.
+        """
+        self.check_open()
+        remote = request.peer[0] if request.peer else "?"
+        try:
+            hc, suffix = self._registry.find_for_sender(request.raw_path)
+        except RelayError:
+            self._charge(remote)  # as aiohttp's path charges before it looks (a 429 wins over the 404)
+            raise
+        if hc.config.inspect and self._inspector is not None:
+            return False
+        self._charge(remote)
+        outcome = HttpOutcome()
+        with self._http_observed(hc, request.content_length or 0, outcome):
+            answered = await self._http.relay(request, hc, suffix, tracking_id, respond)
+            outcome.done(answered.status, answered.sent)
+        return True
+
+    @contextlib.contextmanager
+    def _http_observed(self, hc: HybridConnection, received: int, outcome: HttpOutcome) -> Iterator[None]:
+        """Report a relayed HTTP request to the metrics when it ends, with the status in ``outcome`` (a
+        refusal's, or 499 when the sender went away)."""
+        started = time.monotonic()
+        try:
+            yield
+        except RelayError as exc:
+            outcome.status = exc.http_status
+            raise
+        finally:
             if self._metrics is not None:
-                # A web.Response is written after the handler returns: its length is its content length.
-                sent = (response.body_length or response.content_length or 0) if response is not None else 0
                 self._metrics.http_done(
-                    hc.path, status, time.monotonic() - started, request.content_length or 0, sent
+                    hc.path, outcome.status, time.monotonic() - started, received, outcome.sent
                 )
 
     async def _websocket(self, request: web.Request, raw_path: str, tracking_id: str) -> web.StreamResponse:

@@ -29,10 +29,11 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -42,13 +43,22 @@ from hyco.protocol.messages import MAX_INLINE_BODY, MAX_INLINE_HEADERS, UNFORWAR
 from hyco.protocol.uri import Action, build_rendezvous_address, query_params, strip_sb_hc_params
 from hyco.server.buffers import UPLOAD_WINDOW, ByteBudget
 from hyco.server.capacity import Capacity
-from hyco.server.dashboard.inspector import CAPTURE_KEY
+from hyco.server.dashboard.inspector import CAPTURE_KEY, Capture
 from hyco.server.engine import Handshake
 from hyco.server.registry import HybridConnection
 from hyco.server.router import Delivery, ListenerCriteria, NoListenerConnected, Router
 from hyco.server.streamws import StreamingWebSocket
 
-__all__ = ["Exchange", "HttpForwarder", "ResponseStart"]
+__all__ = [
+    "Exchange",
+    "HttpForwarder",
+    "RelayedRequest",
+    "Respond",
+    "ResponseStart",
+    "cut",
+    "relay_body",
+    "response_head",
+]
 
 log = logging.getLogger("hyco.relay")
 
@@ -75,6 +85,46 @@ class ResponseStart:
 
     command: messages.Response
     body: bytes | AsyncIterator[bytes] | None
+
+
+@dataclass(slots=True, eq=False)
+class RelayedRequest:
+    """A sender's HTTP request as the forwarder needs it: aiohttp's request (:meth:`HttpForwarder.forward`)
+    or a head the lean door parsed (``hyco.server.leanhttp``).
+
+    Attributes:
+        method, raw_path, raw_query: the request line (path and query as sent).
+        headers: the request headers (case-insensitive; repeated names yield one pair per value).
+        host: the Host header.
+        transport: the sender's connection (its peer address, and its TCP state while its body waits).
+        content_length: the body's declared length, None when unknown (chunked).
+        has_body: whether a body follows the head.
+        read_chunk: the next piece of the body as it arrives, ``b""`` at its end.
+        capture: the inspector's record of this request, if its hybrid connection is inspected.
+    """
+
+    method: str
+    raw_path: str
+    raw_query: str
+    headers: Mapping[str, str]
+    host: str
+    transport: asyncio.Transport | None
+    content_length: int | None
+    has_body: bool
+    read_chunk: Callable[[], Awaitable[bytes]]
+    capture: Capture | None = None
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The sender's ``(address, port)``, if known."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+
+
+#: What a caller of :meth:`HttpForwarder.relay` does with the listener's response: given its start, the
+#: hybrid connection's ``request_timeout`` and the Host the request named, write it to the sender.
+R = TypeVar("R")
+Respond = Callable[[ResponseStart, float, str], Awaitable[R]]
 
 
 @dataclass(eq=False)
@@ -114,16 +164,68 @@ def _head_length(headers: Mapping[str, str] | None) -> str | None:
     return value.strip() if value is not None and value.strip().isdigit() else None
 
 
-def _cut(request: web.Request, response: web.StreamResponse, why: str) -> web.StreamResponse:
+def response_head(
+    command: messages.Response, host: str, capture: Capture | None
+) -> tuple[str, dict[str, str]]:
+    """The reason phrase and headers the sender gets for a listener's ``response`` (the relay frames the body
+    and writes Date and Server itself; its Via is added)."""
+    reason = command.status_description
+    if not reason:
+        try:
+            reason = HTTPStatus(command.status_code).phrase
+        except ValueError:
+            reason = "Status"
+    headers = _join_headers(list((command.response_headers or {}).items()), RESPONSE_SKIP)
+    headers["Via"] = f"{headers['Via']}, 1.1 {host}" if "Via" in headers else f"1.1 {host}"
+    if capture is not None:
+        capture.response_started(command.status_code, headers)
+    return reason, headers
+
+
+async def relay_body(
+    body: AsyncIterator[bytes],
+    write: Callable[[bytes], Awaitable[None]],
+    timeout: float,
+    capture: Capture | None,
+) -> str | None:
+    """Copy a streamed response body (from a request rendezvous) to the sender with ``write``.
+
+    Returns:
+        None once the body ended, or why it cannot be completed (the listener's body stalled or broke for
+        ``timeout``, the sender stopped reading or went away): the caller then cuts the connection, the only
+        way a sender learns of it once the status line is gone.
+    """
+    iterator = body.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), timeout)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            return f"the listener's response body stalled for {timeout:g} s"
+        except (ConnectionLost, RemoteProtocolError) as exc:
+            return f"the listener's response body broke: {exc}"
+        if capture is not None:
+            capture.response_chunk(chunk)
+        try:
+            # A sender that stops reading must not hold the exchange (and a max_pending slot) forever.
+            async with asyncio.timeout(timeout):
+                await write(chunk)
+        except TimeoutError:
+            return f"the sender stopped reading for {timeout:g} s"
+        except ConnectionError:
+            return "the sender went away"
+
+
+def cut(request: RelayedRequest, why: str) -> None:
     """End a response whose body cannot be completed by dropping the sender's connection."""
-    log.warning("http %s %s: %s; connection cut", request.method, request.rel_url.raw_path[:200], why)
+    log.warning("http %s %s: %s; connection cut", request.method, request.raw_path[:200], why)
     if request.transport is not None:
         request.transport.close()
-    return response
 
 
 @contextlib.contextmanager
-def _released_on_hang_up(request: web.Request) -> Iterator[None]:
+def _released_on_hang_up(transport: asyncio.Transport | None) -> Iterator[None]:
     """Notice a sender that hangs up while the relay is not reading its body.
 
     aiohttp cancels the handler when a connection is lost, but a sender whose upload waits for the listener
@@ -132,7 +234,7 @@ def _released_on_hang_up(request: web.Request) -> Iterator[None]:
     the peer has closed (CLOSE_WAIT; aiohttp does not serve half-closed connections either) or reset it
     (CLOSE), the connection is aborted, which cancels the handler as any lost connection does.
     """
-    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None or not hasattr(socket, "TCP_INFO"):  # not TCP, or not Linux: aiohttp's own detection
         yield
         return
@@ -141,8 +243,8 @@ def _released_on_hang_up(request: web.Request) -> Iterator[None]:
 
     def check() -> None:
         nonlocal handle
-        transport = request.transport
-        if transport is None or transport.is_closing():
+        assert transport is not None
+        if transport.is_closing():
             return  # aiohttp knows already
         try:
             state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
@@ -160,9 +262,9 @@ def _released_on_hang_up(request: web.Request) -> Iterator[None]:
         handle.cancel()
 
 
-def _body_reservation(request: web.Request) -> int:
+def _body_reservation(request: RelayedRequest) -> int:
     """The most body bytes ``request`` can make the relay hold at once (see ``hyco.server.buffers``)."""
-    if not request.body_exists:
+    if not request.has_body:
         return 0
     length = request.content_length
     return UPLOAD_WINDOW if length is None else min(length, UPLOAD_WINDOW)
@@ -185,7 +287,7 @@ class HttpForwarder:
         self,
         router: Router,
         capacity: Capacity,
-        authorize_send: Callable[[web.Request, str | None, HybridConnection, str], object],
+        authorize_send: Callable[[RelayedRequest, str | None, HybridConnection, str], object],
         *,
         body_timeout: float,
         buffers: ByteBudget,
@@ -229,16 +331,51 @@ class HttpForwarder:
         suffix: str,
         tracking_id: str,
     ) -> web.StreamResponse:
-        """Relay ``request`` to a listener of ``hc`` and stream its response back.
+        """Relay aiohttp's ``request`` to a listener of ``hc`` and stream its response back (:meth:`relay`).
 
         Raises:
-            RelayError: 401/403 (token), 404 (AllowedListeners), 408 (body stalled), 502 (no listener,
-                invalid response), 503 (no admission slot), 504 (no response in time).
+            RelayError: as :meth:`relay`.
+        """
+        relayed = RelayedRequest(
+            method=request.method,
+            raw_path=request.rel_url.raw_path,
+            raw_query=request.rel_url.raw_query_string,
+            headers=request.headers,
+            host=request.host,
+            transport=request.transport,
+            content_length=request.content_length,
+            has_body=request.body_exists,
+            read_chunk=request.content.readany,
+            capture=request.get(CAPTURE_KEY),
+        )
+
+        async def respond(start: ResponseStart, timeout: float, host: str) -> web.StreamResponse:
+            return await self._respond(request, relayed, start, timeout, host)
+
+        return await self.relay(relayed, hc, suffix, tracking_id, respond)
+
+    async def relay(
+        self,
+        request: RelayedRequest,
+        hc: HybridConnection,
+        suffix: str,
+        tracking_id: str,
+        respond: Respond[R],
+    ) -> R:
+        """Relay ``request`` to a listener of ``hc``; ``respond`` writes the listener's response.
+
+        Both ways in call this: aiohttp's path (:meth:`forward`) and the lean door's (``server/leanhttp.py``).
+
+        Returns:
+            What ``respond`` returned.
+
+        Raises:
+            RelayError: 401/403 (token), 404 (AllowedListeners), 405 (CONNECT), 408 (body stalled), 502 (no
+                listener, invalid response), 503 (no admission slot), 504 (no response in time).
         """
         if request.method == "CONNECT":
             raise RelayError("CONNECT requests cannot be relayed.", http_status=405)
-        raw_query = request.rel_url.raw_query_string
-        token_used, token = self._token(request, raw_query, hc)
+        token_used, token = self._token(request, hc)
         if hc.config.requires_client_authorization:
             self._authorize_send(request, token, hc, suffix)
         with self._capacity.hold(), self._buffers.hold(_body_reservation(request)):
@@ -246,8 +383,8 @@ class HttpForwarder:
             exchange = Exchange(f"{tracking_id}_{secrets.token_hex(16)}{self._id_tag}", tracking_id, hc.path)
             self._exchanges[exchange.id] = exchange
             try:
-                with _released_on_hang_up(request):
-                    return await self._exchange(request, hc, suffix, raw_query, token_used, exchange, started)
+                with _released_on_hang_up(request.transport):
+                    return await self._exchange(request, hc, suffix, token_used, exchange, started, respond)
             finally:
                 self._exchanges.pop(exchange.id, None)
                 exchange.finished.set()
@@ -259,22 +396,22 @@ class HttpForwarder:
                 if exchange.response.done() and not exchange.response.cancelled():
                     exchange.response.exception()  # mark retrieved
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: RelayedRequest) -> bytes:
         """The whole (small, inline) request body, cut when it stalls for ``body_timeout``."""
         parts: list[bytes] = []
         async for chunk in self._body_chunks(request):
             parts.append(chunk)
         return b"".join(parts)
 
-    async def _body_chunks(self, request: web.Request) -> AsyncIterator[bytes]:
+    async def _body_chunks(self, request: RelayedRequest) -> AsyncIterator[bytes]:
         """The request body as it arrives; a body that stalls for ``body_timeout`` ends the request (408)."""
-        capture = request.get(CAPTURE_KEY)  # the inspector's, for inspected hybrid connections
+        capture = request.capture  # the inspector's, for inspected hybrid connections
         while True:
             try:
                 async with asyncio.timeout(self._body_timeout):
-                    chunk = await request.content.readany()
+                    chunk = await request.read_chunk()
             except TimeoutError:
-                # aiohttp closes the connection after the answer: the rest of the body is never read.
+                # The connection closes after the answer: the rest of the body is never read.
                 raise RelayError(
                     f"Request Timeout: the request body stalled for {self._body_timeout:g} s.",
                     http_status=408,
@@ -285,13 +422,13 @@ class HttpForwarder:
                 capture.request_chunk(chunk)
             yield chunk
 
-    def _token(
-        self, request: web.Request, raw_query: str, hc: HybridConnection
-    ) -> tuple[set[str], str | None]:
+    def _token(self, request: RelayedRequest, hc: HybridConnection) -> tuple[set[str], str | None]:
         # protocol.md 4.1 step 2: sb-hc-token and ServiceBusAuthorization are always stripped; Authorization
         # only when it is the token that was used.
         used: set[str] = set()
-        token = request.headers.get("ServiceBusAuthorization") or query_params(raw_query).get("sb-hc-token")
+        token = request.headers.get("ServiceBusAuthorization") or query_params(request.raw_query).get(
+            "sb-hc-token"
+        )
         if token is None and hc.config.requires_client_authorization:
             token = request.headers.get("Authorization")
             if token is not None:
@@ -300,27 +437,27 @@ class HttpForwarder:
 
     async def _exchange(
         self,
-        request: web.Request,
+        request: RelayedRequest,
         hc: HybridConnection,
         suffix: str,
-        raw_query: str,
         token_used: set[str],
         exchange: Exchange,
         started: float,
-    ) -> web.StreamResponse:
+        respond: Respond[R],
+    ) -> R:
         timeout = hc.config.request_timeout
-        app_query = strip_sb_hc_params(raw_query)
+        app_query = strip_sb_hc_params(request.raw_query)
         headers = _join_headers(list(request.headers.items()), HOP_BY_HOP | token_used)
         host = request.host
         headers["Via"] = f"{headers['Via']}, 1.1 {host}" if "Via" in headers else f"1.1 {host}"
-        peer = request.transport.get_extra_info("peername") if request.transport else None
+        peer = request.peer
         length = request.content_length
-        has_body = request.body_exists
+        has_body = request.has_body
         header_size = sum(len(k) + len(v) + 4 for k, v in headers.items())
         inline = (not has_body or (length is not None and length <= MAX_INLINE_BODY)) and (
             header_size <= MAX_INLINE_HEADERS
         )
-        target = request.rel_url.raw_path + (f"?{app_query}" if app_query else "")
+        target = request.raw_path + (f"?{app_query}" if app_query else "")
         body = await self._read_body(request) if inline and has_body else None
         if not inline and has_body:
             exchange.body_source = self._body_chunks(request)
@@ -338,7 +475,7 @@ class HttpForwarder:
                 id=exchange.id,
                 request_target=target,
                 method=request.method,
-                remote_endpoint=messages.RemoteEndpoint(str(peer[0]), int(peer[1])) if peer else None,
+                remote_endpoint=messages.RemoteEndpoint(peer[0], peer[1]) if peer else None,
                 request_headers=headers,
                 body=has_body,
             )
@@ -365,11 +502,11 @@ class HttpForwarder:
             ) from None
         except ConnectionLost:
             raise RelayError("The listener went away before it answered.", http_status=502) from None
-        response = await self._respond(request, start, timeout, host)
+        response = await respond(start, timeout, host)
         log.info(
             "http %s %s -> %d in %.0f ms (tracking=%s, %s)",
             request.method,
-            request.rel_url.raw_path[:200],
+            request.raw_path[:200],
             start.command.status_code,
             (time.monotonic() - started) * 1000,
             exchange.tracking_id,
@@ -379,20 +516,11 @@ class HttpForwarder:
         return response
 
     async def _respond(
-        self, request: web.Request, start: ResponseStart, timeout: float, host: str
+        self, request: web.Request, relayed: RelayedRequest, start: ResponseStart, timeout: float, host: str
     ) -> web.StreamResponse:
         command = start.command
-        reason = command.status_description
-        if not reason:
-            try:
-                reason = HTTPStatus(command.status_code).phrase
-            except ValueError:
-                reason = "Status"
-        headers = _join_headers(list((command.response_headers or {}).items()), RESPONSE_SKIP)
-        headers["Via"] = f"{headers['Via']}, 1.1 {host}" if "Via" in headers else f"1.1 {host}"
-        capture = request.get(CAPTURE_KEY)
-        if capture is not None:
-            capture.response_started(command.status_code, headers)
+        capture = relayed.capture
+        reason, headers = response_head(command, host, capture)
         body = start.body
         if request.method == "HEAD" and (length := _head_length(command.response_headers)) is not None:
             # A HEAD response carries no body but says how long the GET's would be (RFC 9110 9.3.2); the
@@ -411,27 +539,10 @@ class HttpForwarder:
             return web.Response(status=command.status_code, reason=reason, headers=headers, body=data)
         response = web.StreamResponse(status=command.status_code, reason=reason, headers=headers)
         await response.prepare(request)
-        iterator = body.__aiter__()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(iterator.__anext__(), timeout)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                return _cut(request, response, f"the listener's response body stalled for {timeout:g} s")
-            except (ConnectionLost, RemoteProtocolError) as exc:
-                # The status line is gone already: a cut connection is how the sender learns the body broke.
-                return _cut(request, response, f"the listener's response body broke: {exc}")
-            if capture is not None:
-                capture.response_chunk(chunk)
-            try:
-                # A sender that stops reading must not hold the exchange (and a max_pending slot) forever.
-                async with asyncio.timeout(timeout):
-                    await response.write(chunk)
-            except TimeoutError:
-                return _cut(request, response, f"the sender stopped reading for {timeout:g} s")
-            except ConnectionError:
-                return _cut(request, response, "the sender went away")
+        why = await relay_body(body, response.write, timeout, capture)
+        if why is not None:
+            cut(relayed, why)
+            return response
         await response.write_eof()
         return response
 
