@@ -17,6 +17,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -47,6 +48,15 @@ def accept_queue(port: int) -> int:
     raise AssertionError(f"no listening socket on port {port}")
 
 
+def _queued(port: int, wanted: int) -> int:
+    """The accept queue once ``wanted`` connections are in it (the kernel may finish a handshake a moment after
+    ``connect`` returns), or as it is after a second; blocks the loop, which must not accept meanwhile."""
+    deadline = time.monotonic() + 1.0
+    while (queued := accept_queue(port)) < wanted and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return queued
+
+
 def _health_answers(clients: list[socket.socket], tls: ssl.SSLContext | None) -> list[bytes]:
     """Each client's first answer line to ``GET /$health`` (over TLS with ``tls``); run in a thread."""
     lines = []
@@ -70,7 +80,7 @@ async def _queued_after_a_few_turns(tmp_path: Path, tls: bool) -> tuple[int, int
         # The loop is blocked while these connect: nothing is accepted until this coroutine yields.
         clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(CLIENTS)]
         try:
-            before = accept_queue(port)
+            before = _queued(port, CLIENTS)
             for _ in range(TURNS):
                 await asyncio.sleep(0)
             after = accept_queue(port)
