@@ -49,8 +49,8 @@ def accept_queue(port: int) -> int:
 
 
 def _queued(port: int, wanted: int) -> int:
-    """The accept queue once ``wanted`` connections are in it (the kernel may finish a handshake a moment after
-    ``connect`` returns), or as it is after a second; blocks the loop, which must not accept meanwhile."""
+    """The accept queue once ``wanted`` connections are in it (the kernel may queue one a moment after its
+    ``connect`` returned), or as it is after a second; blocks the loop, which must not accept meanwhile."""
     deadline = time.monotonic() + 1.0
     while (queued := accept_queue(port)) < wanted and time.monotonic() < deadline:
         time.sleep(0.005)
