@@ -8,7 +8,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from hyco.server import Relay, ServerConfig
-from hyco.server.metrics import RelayMetrics, merge_expositions
+from hyco.server.metrics import RelayMetrics, merged_text
 from tests.conftest import LISTEN_KEY, LISTEN_KEY_NAME
 from tests.management.conftest import namespace_token
 from tests.server.wire import RawListener, connect_url, token_for, wait_for_health
@@ -109,7 +109,7 @@ def test_workers_texts_merge_into_one_relays() -> None:
         }
 
     a, b = samples(first.text()), samples(second.text())
-    merged = samples(merge_expositions([first.text(), second.text()]))
+    merged = samples(merged_text([first.families(), second.families()]))
     assert set(merged) == set(a) | set(b)
     for key, value in merged.items():
         if key[0].endswith("_created"):

@@ -126,7 +126,7 @@ class Relay:
                 on_response=lambda response, body: self._http.on_control_response(response, body),
                 serve_socket=self._serve_socket,
                 on_change=shared.apply_remote,
-                metrics=lambda: self.metrics.text(),
+                metrics=lambda: self.metrics.families(),
             )
         self._worker_door: WorkerDoor | None = None
         self._connecting: set[asyncio.Future[Any]] = set()

@@ -23,6 +23,7 @@ connections, rules at two scopes, keys, runtime information), whose handlers sha
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -43,7 +44,7 @@ from hyco.protocol.sas import MAX_KEY_NAME_LENGTH, Right
 from hyco.server.config import AuthorizationRule, EntityStatus, Secret, generate_key, validate_entity_path
 from hyco.server.dashboard.inspector import Inspector
 from hyco.server.dashboard.replay import replay
-from hyco.server.metrics import CONTENT_TYPE, RelayMetrics, merge_expositions
+from hyco.server.metrics import CONTENT_TYPE, FamilyData, RelayMetrics, merged_text
 from hyco.server.registry import HybridConnection, Registry
 from hyco.server.store import EntityRecord, Namespace, RuleRecord, RuleView
 
@@ -216,7 +217,7 @@ class ManagementApi:
         inspector: recorded HTTP requests (``/$management/requests/http``, ngrok's inspection API).
         own_url: the relay's own HTTP base URL (replays are sent there).
         listener_count: a hybrid connection's listeners on every worker or node.
-        other_metrics: the other workers' ``/$metrics`` texts, merged into this worker's answer.
+        other_metrics: the other workers' metrics, merged into this worker's ``/$metrics`` answer.
     """
 
     def __init__(
@@ -233,7 +234,7 @@ class ManagementApi:
         inspector: Inspector | None = None,
         own_url: Callable[[], str] = lambda: "",
         listener_count: Callable[[HybridConnection], int] = lambda hc: len(hc.listeners),
-        other_metrics: Callable[[], Awaitable[list[bytes]]] | None = None,
+        other_metrics: Callable[[], Awaitable[list[list[FamilyData]]]] | None = None,
     ) -> None:
         self.inspector = inspector or Inspector()
         self._listener_count = listener_count
@@ -279,9 +280,13 @@ class ManagementApi:
                 self._authorize(request, self._token(request), "")
             except RelayError as exc:
                 return web.Response(status=exc.http_status, text=exc.description + "\n")
-        body = self._metrics.text()
-        if self._other_metrics is not None:  # the workers of one relay answer as one relay
-            body = merge_expositions([body, *await self._other_metrics()])
+        if self._other_metrics is None:
+            body = self._metrics.text()
+        else:  # the workers of one relay answer as one relay
+            others = await self._other_metrics()
+            # Merging costs about twice a single worker's text (0.8 s for 4 workers of 2,000 busy hybrid
+            # connections): off the event loop, which keeps relaying meanwhile.
+            body = await asyncio.to_thread(lambda: merged_text([self._metrics.families(), *others]))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def check_manage(self, request: web.Request, token: str | None) -> None:

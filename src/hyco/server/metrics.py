@@ -25,12 +25,20 @@ from importlib.metadata import PackageNotFoundError, version
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from hyco.server.registry import HybridConnection
 
-__all__ = ["CONTENT_TYPE", "EntityTotals", "LiveConnection", "RelayMetrics", "merge_expositions", "result_of"]
+__all__ = [
+    "CONTENT_TYPE",
+    "EntityTotals",
+    "FamilyData",
+    "LiveConnection",
+    "RelayMetrics",
+    "families_of",
+    "merged_text",
+    "result_of",
+]
 
 #: The Prometheus text format's content type (version 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -183,6 +191,10 @@ class RelayMetrics:
         """The ``/$metrics`` body."""
         return generate_latest(self.registry)
 
+    def families(self) -> list[FamilyData]:
+        """Every metric as plain data, for another worker's merged ``/$metrics`` (:func:`merged_text`)."""
+        return families_of(self.registry)
+
     def _totals(self, entity: str) -> EntityTotals:
         totals = self.totals.get(entity)
         if totals is None:
@@ -258,6 +270,11 @@ def _hyco_version() -> str:
         return "unknown"
 
 
+#: One metric family as plain data (picklable, for the other workers): name, type, help text, and its samples
+#: as (sample name, labels, value).
+FamilyData = tuple[str, str, str, list[tuple[str, dict[str, str], float]]]
+
+
 class _Families(Collector):
     """Metric families made elsewhere, for ``generate_latest``."""
 
@@ -268,33 +285,41 @@ class _Families(Collector):
         return iter(self._families)
 
 
-def merge_expositions(texts: Sequence[bytes]) -> bytes:
-    """Several processes' ``/$metrics`` texts (the workers of one relay) as one relay's.
+def families_of(registry: CollectorRegistry) -> list[FamilyData]:
+    """What ``registry`` would expose, as plain data (another worker merges it: :func:`merged_text`)."""
+    return [
+        (f.name, f.type, f.documentation, [(x.name, dict(x.labels), x.value) for x in f.samples])
+        for f in registry.collect()
+    ]
+
+
+def merged_text(processes: Sequence[list[FamilyData]]) -> bytes:
+    """Several processes' metrics (the workers of one relay) as one relay's ``/$metrics`` text.
 
     Samples with the same name and labels are summed: every hyco metric is a count, a sum or a histogram over
     the connections each process served, or a gauge of what each holds (listeners, spliced connections).
     ``*_created`` samples take the earliest time, and ``hyco_build_info`` (the same in every process) is
     kept once. A family or sample only some processes have is kept as they report it.
     """
-    families: dict[str, Metric] = {}
+    heads: dict[str, tuple[str, str]] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    for text in texts:
-        for family in text_string_to_metric_families(text.decode()):
-            families.setdefault(family.name, family)
-            into = values.setdefault(family.name, {})
-            for sample in family.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
+    for families in processes:
+        for name, kind, documentation, samples in families:
+            heads.setdefault(name, (kind, documentation))
+            into = values.setdefault(name, {})
+            for sample_name, labels, value in samples:
+                key = (sample_name, tuple(sorted(labels.items())))
                 if key not in into:
-                    into[key] = sample.value
-                elif sample.name.endswith("_created"):
-                    into[key] = min(into[key], sample.value)
-                elif family.name != "hyco_build_info":
-                    into[key] += sample.value
+                    into[key] = value
+                elif sample_name.endswith("_created"):
+                    into[key] = min(into[key], value)
+                elif name != "hyco_build_info":
+                    into[key] += value
     out = []
-    for name, family in families.items():
-        merged = Metric(name, family.documentation, family.type)
-        for (sample_name, labels), value in values[name].items():
-            merged.add_sample(sample_name, dict(labels), value)
+    for name, (kind, documentation) in heads.items():
+        merged = Metric(name, documentation, kind)
+        for (sample_name, label_pairs), value in values[name].items():
+            merged.add_sample(sample_name, dict(label_pairs), value)
         out.append(merged)
     registry = CollectorRegistry()
     registry.register(_Families(out))
