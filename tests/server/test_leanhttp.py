@@ -296,3 +296,21 @@ async def test_the_unread_body_of_a_refused_request_is_skipped(relay: Relay, ses
     assert (await read_response(connection.reader)).endswith(b"\r\n\r\nok")
     assert lean_count(relay) == 2
     await connection.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /open/a HTTP/1.1\nHost: x\n\n",  # a relayed request, served lean when well-formed
+        b"GET /$hc/open?sb-hc-action=connect HTTP/1.1\nHost: x\nUpgrade: websocket\n\n",  # an upgrade
+    ],
+    ids=["http", "upgrade"],
+)
+async def test_a_head_with_bare_line_feeds_gets_aiohttps_400_at_once(relay_factory, head):
+    # The lean paths look for CRLF CRLF: without the hand-over such a head waited for idle_timeout.
+    relay = await relay_factory(limits=Limits(idle_timeout=TIMEOUT * 4))
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(head)
+    status_line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+    writer.close()
+    assert status_line.split(b" ")[1] == b"400", status_line

@@ -40,7 +40,7 @@ from hyco.protocol.uri import query_params
 from hyco.server.answer import HttpAnswer
 from hyco.server.engine import ConnectionGate, FramePeer, upgrade_response
 from hyco.server.frontdoor import FrontDoor, is_websocket_path, reason_phrase, request_tracking_id
-from hyco.server.leanhttp import LeanHttpConnection, may_be_lean
+from hyco.server.leanhttp import LeanHttpConnection, bare_line_feed, may_be_lean
 
 __all__ = ["Door", "LeanHandshake"]
 
@@ -160,7 +160,7 @@ class DoorProtocol(asyncio.Protocol):
             return
         end = self._buf.find(b"\r\n\r\n", start)
         if end < 0:
-            if len(self._buf) > MAX_LEAN_HEAD:
+            if len(self._buf) > MAX_LEAN_HEAD or bare_line_feed(self._buf):
                 self._hand_over()
             return
         head_end = end + 4

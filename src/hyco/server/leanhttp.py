@@ -42,7 +42,7 @@ from hyco.server.httpforward import RelayedRequest, ResponseStart, cut, relay_bo
 if TYPE_CHECKING:
     from hyco.server.door import Door
 
-__all__ = ["LEAN_METHODS", "LeanHttpConnection", "may_be_lean"]
+__all__ = ["LEAN_METHODS", "LeanHttpConnection", "bare_line_feed", "may_be_lean"]
 
 log = logging.getLogger("hyco.relay")
 
@@ -55,6 +55,12 @@ MAX_LEAN_HEAD = 16 * 1024
 MAX_PIPELINED = 64 * 1024
 #: Statuses whose response has no body and no Content-Length (aiohttp's ``EMPTY_BODY_STATUS_CODES``).
 _EMPTY_BODY = frozenset({204, 304, *range(100, 200)})
+
+
+def bare_line_feed(head: bytes | bytearray) -> bool:
+    """Whether a line of ``head`` ends in LF without CR. The lean paths look for the CRLF CRLF that ends a
+    head and would wait for it until the head timeout; aiohttp answers such a head with 400 at once."""
+    return head.count(b"\n") != head.count(b"\r\n")
 
 
 def may_be_lean(data: bytes | bytearray) -> bool:
@@ -237,7 +243,7 @@ class LeanHttpConnection(asyncio.Protocol):
             return
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > MAX_LEAN_HEAD:
+            if len(buf) > MAX_LEAN_HEAD or bare_line_feed(buf):
                 self._hand_over(b"")
             return
         head = bytes(buf[: end + 4])
