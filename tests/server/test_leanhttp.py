@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import quote
@@ -314,3 +315,31 @@ async def test_a_head_with_bare_line_feeds_gets_aiohttps_400_at_once(relay_facto
     status_line = await asyncio.wait_for(reader.readline(), TIMEOUT)
     writer.close()
     assert status_line.split(b" ")[1] == b"400", status_line
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /open/a HTTP/1.1\r\nHost: x\r\nX-Name: caf\xe9\r\n\r\n",  # the lean path
+        b"DELETE /open/a HTTP/1.0\r\nHost: x\r\nX-Name: caf\xe9\r\n\r\n",  # aiohttp's (HTTP/1.0)
+        b"GET /$hc/open?sb-hc-action=connect HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"X-Name: caf\xe9\r\n\r\n",
+    ],
+    ids=["lean", "aiohttp", "connect"],
+)
+async def test_a_header_that_is_not_utf8_gets_400_and_no_error_is_logged(
+    relay: Relay, session, caplog, request_head
+):
+    # Such a value reached the listener's command as a lone surrogate: a 500 and a traceback per request.
+    listener = await RawListener.open(session, relay.url, "open")
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    with caplog.at_level(logging.ERROR):
+        writer.write(request_head)
+        status_line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+        rest = await asyncio.wait_for(reader.read(4096), TIMEOUT)
+    writer.close()
+    assert status_line.split(b" ")[1] == b"400", status_line
+    assert b"X-Name" in rest
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    await listener.ws.close()

@@ -34,6 +34,7 @@ __all__ = [
     "Request",
     "Response",
     "check_accept_size",
+    "check_deliverable_headers",
     "decode",
     "encode",
     "has_control_characters",
@@ -349,6 +350,22 @@ def has_control_characters(text: str) -> bool:
     """Whether ``text`` holds a character an HTTP status line or header cannot carry (a C0 control other
     than tab, DEL, or a lone surrogate); such text would split the line or be refused by the peer."""
     return _FORBIDDEN_IN_VALUE.search(text) is not None
+
+
+def check_deliverable_headers(headers: Mapping[str, str]) -> None:
+    """Refuse request headers that no command can carry to a listener: a value with a control character
+    other than tab, or with bytes that were not UTF-8 (an HTTP parser hands them over as lone surrogates,
+    which no JSON text can hold). The sender learns which header, instead of a 500 when the command is sent.
+
+    Raises:
+        RelayError: 400 Bad Request, naming the header.
+    """
+    for name, value in headers.items():
+        if has_control_characters(value):
+            raise RelayError(
+                f"The value of the header '{name[:64]}' is not UTF-8 text; the relay cannot forward it.",
+                http_status=400,
+            )
 
 
 def status_description(text: str) -> str:

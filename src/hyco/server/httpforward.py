@@ -448,6 +448,7 @@ class HttpForwarder:
         timeout = hc.config.request_timeout
         app_query = strip_sb_hc_params(request.raw_query)
         headers = _join_headers(list(request.headers.items()), HOP_BY_HOP | token_used)
+        messages.check_deliverable_headers(headers)
         host = request.host
         headers["Via"] = f"{headers['Via']}, 1.1 {host}" if "Via" in headers else f"1.1 {host}"
         peer = request.peer

@@ -44,12 +44,17 @@ SPLICE_CLOSE_TIMEOUT = 10.0
 
 
 def connect_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The sender's headers as the ``accept`` carries them: auth stripped (2.3), repeats comma-joined."""
+    """The sender's headers as the ``accept`` carries them: auth stripped (2.3), repeats comma-joined.
+
+    Raises:
+        RelayError: 400, a header value no ``accept`` can carry (``messages.check_deliverable_headers``).
+    """
     joined: dict[str, str] = {}
     for name, value in headers.items():
         if name.lower() == SB_AUTH_HEADER.lower():
             continue
         joined[name] = f"{joined[name]}, {value}" if name in joined else value
+    messages.check_deliverable_headers(joined)
     return joined
 
 
