@@ -8,10 +8,11 @@ engine plugs in by implementing this protocol.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["LinkablePeer", "Message", "MessageKind", "Peer", "PeerGone"]
+__all__ = ["ChannelPeer", "LinkablePeer", "Message", "MessageKind", "Peer", "PeerGone"]
 
 
 class MessageKind(enum.Enum):
@@ -56,6 +57,16 @@ class Peer(Protocol):
 
     def abort(self) -> None:
         """Drop the transport. Idempotent."""
+        ...
+
+
+class ChannelPeer(Peer, Protocol):
+    """A Peer that can also take whole messages without waiting: a listener's control channel."""
+
+    def send_now(self, messages: Sequence[Message]) -> bool:
+        """Write ``messages`` (TEXT, BINARY or CLOSE), in order, at once if the peer's send buffer has room;
+        write nothing and return False if it has not (then ``send`` and ``send_close`` wait for room).
+        Raises PeerGone."""
         ...
 
 
