@@ -1,8 +1,8 @@
 """The relay's WebSocket seam: one socket end as the relay core sees it.
 
 The splice, the control channel and the forwarders talk to a :class:`Peer`, never to the WebSocket library;
-``hyco.server.websocket`` adapts aiohttp to it, and ``hyco.testing`` ships in-memory peers for tests. A faster
-engine plugs in by implementing this protocol.
+the engine's lean sockets (``hyco.server.framepeer``, ``hyco.server.controlpeer``) implement it, and
+``hyco.testing`` ships in-memory peers for tests. A faster engine plugs in by implementing this protocol.
 """
 
 from __future__ import annotations
