@@ -268,7 +268,7 @@ class ControlChannel:
         if not queued:
             return  # most flushes (after each message the listener sends) have nothing to write
         if not self._peer.send_now([_peer_message(message) for message in queued]):
-            async with self._send_lock:  # free: taken at once, so nothing is written before these
+            async with self._send_lock:  # in turn, and whole: a command and its body stay together
                 await self._write(queued)
         elif any(isinstance(message, CloseMessage) for message in queued):
             self._arm_hang_up()
