@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -28,6 +29,11 @@ async def session():
 
 def auth(relay: Relay, path: str = "echo") -> str:
     return f"ServiceBusAuthorization: {token_for(relay.url, path)}\r\n"
+
+
+def kernel_send_buffer_limit() -> int:
+    """The most a TCP socket's send buffer grows to here (Linux: the third field of tcp_wmem)."""
+    return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
 
 
 async def next_frame(client: RawStreamClient) -> Frame:
@@ -57,16 +63,17 @@ async def test_a_ping_pipelined_behind_the_listen_upgrade_is_answered(relay: Rel
 
 
 async def test_a_listener_that_stops_reading_is_dropped_after_the_send_timeout(relay_factory):
-    relay = await relay_factory(limits=Limits(accept_timeout=0.1 * TIMEOUT))
+    relay = await relay_factory(limits=Limits(accept_timeout=0.1 * TIMEOUT, handshake_rate_per_source=10_000))
     # A small receive buffer, and the listener never reads after its 101: the relay's commands pile up.
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", relay.port))
     listener = await RawStreamClient.connect(listen_url(relay.url, "echo"), headers=auth(relay), sock=sock)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:  # 120 at once
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:  # all at once
         await wait_for_health(session, relay.http_url, "listeners", 1)
-        big = {f"X-Filler-{i}": "x" * 7500 for i in range(8)}  # a 60 KB accept each: 7 MB fill every buffer
+        big = {f"X-Filler-{i}": "x" * 7500 for i in range(8)}  # a 60 KB accept each
+        senders = (kernel_send_buffer_limit() + 2 * 1024 * 1024) // 60_000  # more than every buffer holds
 
         async def sender() -> int:
             try:
@@ -76,7 +83,7 @@ async def test_a_listener_that_stops_reading_is_dropped_after_the_send_timeout(r
             await ws.close()
             return 101
 
-        statuses = await asyncio.wait_for(asyncio.gather(*(sender() for _ in range(120))), TIMEOUT)
+        statuses = await asyncio.wait_for(asyncio.gather(*(sender() for _ in range(senders))), TIMEOUT)
         assert set(statuses) == {404}  # nobody dialed back; the listener was dropped on the way
         # Dropped: its connection is cut, although its buffers are full (a graceful close would wait forever).
         await wait_for_health(session, relay.http_url, "listeners", 0)
