@@ -495,6 +495,14 @@ def test_accept_one_byte_over_is_refused_with_431() -> None:
     assert "65537-byte" in info.value.description
 
 
+def test_the_size_check_and_the_send_share_one_encoding() -> None:
+    accept = Accept(ADDR, "i", {"X-A": "ø"}, EP)
+    check_accept_size(accept)
+    assert encode(accept) is encode(accept)  # made once, by the check
+    assert json.loads(encode(accept)) == json.loads(encode(Accept(ADDR, "i", {"X-A": "ø"}, EP)))
+    assert accept == Accept(ADDR, "i", {"X-A": "ø"}, EP) and "_text" not in repr(accept)
+
+
 def test_a_hundred_8_kib_headers_are_refused() -> None:
     # The probe in issue 13: 100 headers of 8 KB made an 801,640-byte accept.
     headers = {f"X-Big-{i}": "v" * 8000 for i in range(100)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -23,12 +24,18 @@ class RawStreamClient:
         self.frames: list[Frame] = []
 
     @classmethod
-    async def connect(cls, url: str, *, headers: str = "", then: bytes = b"") -> RawStreamClient:
+    async def connect(
+        cls, url: str, *, headers: str = "", then: bytes = b"", sock: socket.socket | None = None
+    ) -> RawStreamClient:
         """Open a WebSocket to ``url``; ``headers`` are extra header lines (each ending CRLF) and ``then`` is
-        written in the same packet as the upgrade request (frames pipelined behind it)."""
+        written in the same packet as the upgrade request (frames pipelined behind it). ``sock``: a socket
+        already connected to ``url``'s host (with options of the test's choosing)."""
         parts = urlsplit(url)
         assert parts.scheme == "ws", "plain ws only"
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        if sock is not None:
+            reader, writer = await asyncio.open_connection(sock=sock)
+        else:
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         key = base64.b64encode(os.urandom(16)).decode()
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         writer.write(

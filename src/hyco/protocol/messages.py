@@ -85,6 +85,9 @@ class Accept:
     id: str
     connect_headers: Mapping[str, str] = field(default_factory=dict)
     remote_endpoint: RemoteEndpoint | None = None
+    #: The JSON text once :func:`encode` made it: the relay's size check and its send share one encoding (an
+    #: accept is never changed after it is made).
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +141,16 @@ def encode(command: Command) -> str:
     """Serialize a command to the JSON text the official clients expect (members in Azure's order)."""
     body: dict[str, Any]
     if isinstance(command, Accept):
-        body = {"address": command.address, "id": command.id}
-        body["connectHeaders"] = _headers_json(command.connect_headers)
-        if command.remote_endpoint is not None:
-            body["remoteEndpoint"] = command.remote_endpoint.to_json()
-        name = "accept"
-    elif isinstance(command, Request):
+        text = command._text
+        if text is None:
+            body = {"address": command.address, "id": command.id}
+            body["connectHeaders"] = _headers_json(command.connect_headers)
+            if command.remote_endpoint is not None:
+                body["remoteEndpoint"] = command.remote_endpoint.to_json()
+            text = json.dumps({"accept": body}, separators=(",", ":"), ensure_ascii=False)
+            object.__setattr__(command, "_text", text)  # the frozen accept keeps its encoding (Accept._text)
+        return text
+    if isinstance(command, Request):
         body = {"address": command.address}
         optional: list[tuple[str, Any]] = [
             ("id", command.id),
@@ -195,7 +202,8 @@ def check_accept_size(accept: Accept) -> None:
     Raises:
         RelayError: 431 Request Header Fields Too Large, for the sender; the description gives the sizes.
     """
-    size = len(encode(accept).encode())
+    text = encode(accept)  # kept with the accept: the send reuses it
+    size = len(text) if text.isascii() else len(text.encode())
     if size > MAX_ACCEPT_SIZE:
         raise RelayError(
             f"RequestHeaderFieldsTooLarge: the request's headers, path and query make a {size}-byte accept "

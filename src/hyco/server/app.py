@@ -32,7 +32,7 @@ from hyco.server.capacity import Capacity
 from hyco.server.config import RelayConfig
 from hyco.server.dashboard.handler import Dashboard
 from hyco.server.door import Door
-from hyco.server.engine import ConnectionGate, FactorySite, Handshake, SpliceHandshake, bound_address
+from hyco.server.engine import ConnectionGate, FactorySite, ListenHandshake, SpliceHandshake, bound_address
 from hyco.server.frontdoor import FrontDoor
 from hyco.server.httpforward import HttpForwarder
 from hyco.server.listeners import ConnectedListener, ListenerHub
@@ -301,6 +301,7 @@ class Relay:
                 await self._cluster.close()  # leases go first: other nodes stop routing here at once
             await self._listeners.close_all(GOING_AWAY, goodbye)
             await self._streams.shutdown(GOING_AWAY, goodbye, timeout)
+            await self._listeners.hang_up_all(timeout)
             if self._workers is not None:
                 self._workers.close()
         finally:
@@ -506,7 +507,7 @@ class Relay:
         public = self.config.server.public_url
         return _host_of(public) if public else None
 
-    def _base_url(self, handshake: Handshake) -> str:
+    def _base_url(self, handshake: ListenHandshake) -> str:
         """Where listeners reach this node: ``public_url``, else the host the listener itself dialed."""
         public = self.config.server.public_url
         if public:

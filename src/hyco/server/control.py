@@ -29,7 +29,7 @@ from hyco.protocol.control import (
     ResponseReceived,
 )
 from hyco.protocol.sas import SasToken
-from hyco.server.peer import Message, MessageKind, Peer, PeerGone
+from hyco.server.peer import ChannelPeer, Message, MessageKind, PeerGone
 
 __all__ = ["ControlChannel"]
 
@@ -40,6 +40,15 @@ GOING_AWAY = 1001
 CLOSE_TIMEOUT = 10.0
 #: Messages handled before the loop lets other connections run.
 MESSAGES_PER_TURN = 64
+
+
+def _peer_message(message: OutgoingMessage) -> Message:
+    """A queued control-channel message as the Peer seam takes it."""
+    if isinstance(message, CloseMessage):
+        return Message(MessageKind.CLOSE, code=message.code, reason=message.reason)
+    if isinstance(message, BinaryMessage):
+        return Message(MessageKind.BINARY, message.data)
+    return Message(MessageKind.TEXT, message.text.encode())
 
 
 class ControlChannel:
@@ -63,7 +72,7 @@ class ControlChannel:
 
     def __init__(
         self,
-        peer: Peer,
+        peer: ChannelPeer,
         *,
         path: str,
         listener_id: str,
@@ -94,6 +103,8 @@ class ControlChannel:
         self.close_reason = ""
         #: When the listener came online (seconds since the epoch): the channel is made once it is upgraded.
         self.online_since = clock.time()
+        #: Done once :meth:`run` returned.
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
     def listener_id(self) -> str:
@@ -126,13 +137,22 @@ class ControlChannel:
             LocalProtocolError: ``body`` does not match the command's ``body`` flag (a relay bug).
         """
         try:
+            if not self._send_lock.locked():
+                # The lean path: nothing waits to write, so the command (and its body) go out now, in one
+                # write, unless the listener's buffer is full (then in turn, with the send timeout).
+                self._queue(command, body)
+                await self._send_queued()
+                return
             async with self._send_lock:
-                if self._protocol.closed:
-                    raise ConnectionLost("the listener's control channel is closed")
-                self._protocol.send_command(command, body)
+                self._queue(command, body)
                 await self._write(self._protocol.messages_to_send())
         except PeerGone as exc:
             raise ConnectionLost("the listener's control channel broke or stopped taking commands") from exc
+
+    def _queue(self, command: messages.Command, body: bytes | None) -> None:
+        if self._protocol.closed:
+            raise ConnectionLost("the listener's control channel is closed")
+        self._protocol.send_command(command, body)
 
     async def close(self, code: int, reason: str) -> None:
         """Close the channel with ``code`` (1001 on shutdown, 1008 for policy); :meth:`run` then ends."""
@@ -161,6 +181,13 @@ class ControlChannel:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
             self._peer.abort()
+            if not self.ended.done():
+                self.ended.set_result(None)
+
+    def abort(self) -> None:
+        """Drop the listener's connection without a Close (a relay that stops waiting); :meth:`run` ends."""
+        self.close_reason = self.close_reason or "dropped"
+        self._peer.abort()
 
     # --- internals -----------------------------------------------------------------------------------------
 
@@ -228,23 +255,37 @@ class ControlChannel:
     async def _flush(self) -> None:
         """Write what the protocol queued; a listener that stops reading or vanishes is dropped."""
         with contextlib.suppress(PeerGone):
+            await self._send_queued()
+
+    async def _send_queued(self) -> None:
+        """Write what the protocol queued: at once when no writer waits and the listener's buffer has room
+        (no lock, no timer, no task switch), else in turn under the send lock. Raises PeerGone."""
+        if self._send_lock.locked():
             async with self._send_lock:
                 await self._write(self._protocol.messages_to_send())
-
-    async def _write(self, queued: list[OutgoingMessage]) -> None:
-        """Write in order; called with the send lock held. Raises PeerGone."""
+            return
+        queued = self._protocol.messages_to_send()
         if not queued:
             return  # most flushes (after each message the listener sends) have nothing to write
+        if not self._peer.send_now([_peer_message(message) for message in queued]):
+            async with self._send_lock:  # in turn, and whole: a command and its body stay together
+                await self._write(queued)
+        elif any(isinstance(message, CloseMessage) for message in queued):
+            self._arm_hang_up()
+
+    async def _write(self, queued: list[OutgoingMessage]) -> None:
+        """Write in order, waiting while the listener's buffer is full; called with the send lock held.
+        Raises PeerGone."""
+        if not queued:
+            return
         try:
             async with asyncio.timeout(self._send_timeout):
                 for message in queued:
                     if isinstance(message, CloseMessage):
                         await self._peer.send_close(message.code, message.reason)
                         self._arm_hang_up()
-                    elif isinstance(message, BinaryMessage):
-                        await self._peer.send(Message(MessageKind.BINARY, message.data))
                     else:
-                        await self._peer.send(Message(MessageKind.TEXT, message.text.encode()))
+                        await self._peer.send(_peer_message(message))
         except TimeoutError:
             log.warning(
                 "listener %s on %s: not reading its control channel for %g s; dropping it",

@@ -5,16 +5,18 @@ Served by aiohttp's HTTP server, each one built a request object, a handler task
 around a 101 that the engine writes itself anyway. Here a small asyncio protocol reads the request head of
 each new connection with aiohttp's own C HTTP parser (so it accepts exactly what aiohttp accepts) and:
 
-* serves a stream upgrade (``GET /$hc/{path}?sb-hc-action=connect|accept`` with ``Upgrade``) itself: the
+* serves a stream upgrade (``GET /$hc/{path}?sb-hc-action=connect|accept`` with ``Upgrade``) and a
+  listener's control-channel upgrade (``sb-hc-action=listen``) itself: the
   :class:`~hyco.server.frontdoor.FrontDoor` runs the same classification, limits, auth and routing on a
-  :class:`LeanHandshake`, whose :meth:`~LeanHandshake.accept_spliced` writes the 101 and makes the
-  connection's protocol a :class:`~hyco.server.framepeer.FramePeer`; refusals and answers are written as
-  ``Connection: close`` responses;
+  :class:`LeanHandshake`, whose :meth:`~LeanHandshake.accept_spliced` (:meth:`~LeanHandshake.accept`)
+  writes the 101 and makes the connection's protocol a :class:`~hyco.server.framepeer.FramePeer` (a
+  :class:`~hyco.server.controlpeer.ControlPeer`); refusals and answers are written as ``Connection: close``
+  responses;
 * gives a connection whose first bytes may start a small relayed HTTP request to
   :class:`~hyco.server.leanhttp.LeanHttpConnection`, which serves those itself;
-* hands every other connection (plain HTTP, ``/$health``, management, dashboard, listeners' control channels,
-  request rendezvous, anything malformed or unusual) to a fresh aiohttp ``RequestHandler`` with the bytes read
-  so far, unchanged: aiohttp then serves it as if it had accepted it.
+* hands every other connection (plain HTTP, ``/$health``, management, dashboard, request rendezvous,
+  anything malformed or unusual) to a fresh aiohttp ``RequestHandler`` with the bytes read so far,
+  unchanged: aiohttp then serves it as if it had accepted it.
 
 Connections are counted for their source as they arrive (``engine.ConnectionGate``, before a byte is read),
 and a connection gets ``limits.idle_timeout`` seconds to send its complete head, as under aiohttp.
@@ -38,7 +40,7 @@ from aiohttp.tcp_helpers import tcp_keepalive
 from hyco.exceptions import ConnectionLost, RelayError
 from hyco.protocol.uri import query_params
 from hyco.server.answer import HttpAnswer
-from hyco.server.engine import ConnectionGate, FramePeer, upgrade_response
+from hyco.server.engine import ConnectionGate, ControlPeer, FramePeer, upgrade_response
 from hyco.server.frontdoor import FrontDoor, is_websocket_path, reason_phrase, request_tracking_id
 from hyco.server.leanhttp import LeanHttpConnection, bare_line_feed, may_be_lean
 
@@ -54,8 +56,8 @@ MAX_LEAN_HEAD = 16 * 1024
 MAX_EARLY_BYTES = 64 * 1024
 #: How every head served here starts; a connection whose first bytes differ goes to aiohttp at once.
 LEAN_PREFIX = b"GET /$hc/"
-#: The ``sb-hc-action`` values served here: the two upgrades of a rendezvous.
-LEAN_ACTIONS = frozenset({"connect", "accept"})
+#: The ``sb-hc-action`` values served here: the two upgrades of a rendezvous, a listener's control channel.
+LEAN_ACTIONS = frozenset({"connect", "accept", "listen"})
 _JSON = "application/json; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 
@@ -271,7 +273,8 @@ class DoorProtocol(asyncio.Protocol):
 
 
 class LeanHandshake:
-    """A stream upgrade read by the lean door (an :class:`~hyco.server.engine.SpliceHandshake`)."""
+    """An upgrade read by the lean door (an :class:`~hyco.server.engine.SpliceHandshake` and a
+    :class:`~hyco.server.engine.ListenHandshake`)."""
 
     __slots__ = ("_door", "_message", "on_upgrade", "upgraded")
 
@@ -312,6 +315,26 @@ class LeanHandshake:
         """The client's connection."""
         return self._door.transport
 
+    @property
+    def secure(self) -> bool:
+        """Whether the connection is TLS."""
+        transport = self._door.transport
+        return transport is not None and transport.get_extra_info("sslcontext") is not None
+
+    async def accept(
+        self, name: str, *, protocol: str | None, max_message_size: int, heartbeat: float | None = None
+    ) -> ControlPeer:
+        """Write the 101 and make a :class:`ControlPeer` (a listener's control channel) the connection's
+        protocol.
+
+        Raises:
+            ConnectionLost: the client went away during the handshake.
+            web.HTTPBadRequest: not a valid WebSocket upgrade (aiohttp's 400).
+        """
+        peer = ControlPeer(name, max_message_size, heartbeat)
+        self._take_over(peer, protocol)
+        return peer
+
     async def accept_spliced(
         self, name: str, *, protocol: str | None, max_message_size: int, heartbeat: float | None = None
     ) -> FramePeer:
@@ -321,12 +344,16 @@ class LeanHandshake:
             ConnectionLost: the client went away during the handshake.
             web.HTTPBadRequest: not a valid WebSocket upgrade (aiohttp's 400).
         """
+        peer = FramePeer(name, max_message_size, heartbeat)
+        self._take_over(peer, protocol)
+        return peer
+
+    def _take_over(self, peer: FramePeer, protocol: str | None) -> None:
         response = upgrade_response(self._message.headers, self._message.upgrade, protocol)
         transport = self._door.transport
         if transport is None or transport.is_closing():
             raise ConnectionLost("the client went away during the WebSocket handshake")
         transport.write(response)
-        peer = FramePeer(name, max_message_size, heartbeat)
         early = self._door.take_early_bytes()
         if early:
             peer.feed_data(early)
@@ -334,4 +361,3 @@ class LeanHandshake:
         if self.on_upgrade is not None:
             self.on_upgrade()
         peer.attach(transport, self._door.on_lost())
-        return peer

@@ -4,12 +4,13 @@ Everything above this module talks to small seams instead:
 
 * :class:`Handshake`: a WebSocket upgrade request on its way in. The front door reads what it needs from it
   (path, query, headers, the client's address) and a handler completes it with :meth:`Handshake.accept`
-  (a message-level :class:`~hyco.server.peer.Peer`, used by control channels),
+  (a :class:`ControlPeer`, the lean message-level socket of a listener's control channel),
   :meth:`Handshake.accept_spliced` (a :class:`FramePeer`, the lean frame-forwarding socket of a splice) or
   :meth:`Handshake.accept_frames` (a :class:`FrameTransport` for the frame-streaming socket of HTTP request
   rendezvous, ``hyco.server.streamws``).
-* :class:`SpliceHandshake`: what a sender's or listener's stream upgrade needs (``hyco.server.streams``);
-  :class:`Handshake` is one, served by aiohttp, and the lean front door's (``hyco.server.door``) is another.
+* :class:`SpliceHandshake`: what a sender's or listener's stream upgrade needs (``hyco.server.streams``),
+  and :class:`ListenHandshake`: what a listener's control-channel upgrade needs (``hyco.server.listeners``);
+  :class:`Handshake` is both, served by aiohttp, and the lean front door's (``hyco.server.door``) too.
 * :class:`ConnectionGate`: counts connections per client address as the kernel hands them over, and refuses
   those over the limit before a byte is read (``hyco.server.sources``).
 * :class:`FactorySite`: a TCP site whose connections start with a protocol factory of the relay's choosing.
@@ -23,131 +24,43 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import socket
 import ssl
-import struct
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 from aiohttp.client_exceptions import ClientConnectionResetError
-from aiohttp.http_websocket import WebSocketError
 
 from hyco._wsmask import apply_mask
 from hyco.exceptions import ConnectionLost, RelayError
-from hyco.protocol.frames import close_code_is_valid
 from hyco.server.backlog import BacklogDrain
+from hyco.server.controlpeer import ControlPeer
 from hyco.server.framepeer import FramePeer
-from hyco.server.peer import Message, MessageKind, PeerGone
 
 __all__ = [
     "ConnectionGate",
+    "ControlPeer",
     "FactorySite",
     "FramePeer",
     "FrameSink",
     "FrameTransport",
     "Handshake",
+    "ListenHandshake",
     "SpliceHandshake",
-    "WebSocketPeer",
     "answer_and_close",
     "bound_address",
     "unmask",
 ]
 
-_DATA_KINDS = {WSMsgType.TEXT: MessageKind.TEXT, WSMsgType.BINARY: MessageKind.BINARY}
-_OPCODES = {MessageKind.TEXT: WSMsgType.TEXT, MessageKind.BINARY: WSMsgType.BINARY}
-#: Close reasons must fit a control frame (125 bytes with the 2-byte code, RFC 6455 5.5).
-MAX_CLOSE_REASON = 123
 _SOCKET_ERRORS = (ClientConnectionResetError, ConnectionError, RuntimeError)
-#: Pings answered before a receiver lets other connections run (as splice and control pumps do per 64).
-CONTROL_FRAMES_PER_TURN = 64
 
 
 def unmask(key: bytes, payload: bytes) -> bytes:
     """``payload`` unmasked with ``key`` (RFC 6455 5.3)."""
     return apply_mask(key, payload)
-
-
-def close_payload(code: int, reason: str) -> bytes:
-    """The payload of a Close frame; the reason is cut to fit a control frame."""
-    return struct.pack("!H", code) + reason.encode()[:MAX_CLOSE_REASON]
-
-
-class WebSocketPeer:
-    """A prepared aiohttp server WebSocket behind the :class:`~hyco.server.peer.Peer` seam."""
-
-    def __init__(self, name: str, ws: web.WebSocketResponse, request: web.BaseRequest) -> None:
-        self.name = name
-        self._ws = ws
-        self._request = request
-
-    async def receive(self) -> Message:
-        """Next message; pings are answered here; CLOSING/CLOSED/ERROR become GONE."""
-        answered = 0
-        while True:
-            try:
-                msg = await self._ws.receive()
-            except _SOCKET_ERRORS:
-                return Message(MessageKind.GONE)
-            if msg.type is WSMsgType.PONG:
-                continue  # the heartbeat saw it already
-            if msg.type is not WSMsgType.PING:
-                break
-            try:
-                await self._ws.pong(msg.data)
-            except _SOCKET_ERRORS:
-                return Message(MessageKind.GONE)
-            # aiohttp's own autoping answers every buffered ping without ever yielding (tens of thousands
-            # per socket read): a ping flood would hold the event loop.
-            answered += 1
-            if answered % CONTROL_FRAMES_PER_TURN == 0:
-                await asyncio.sleep(0)
-        kind = _DATA_KINDS.get(msg.type)
-        if kind is not None:
-            data = msg.data
-            return Message(kind, data if isinstance(data, bytes) else data.encode())
-        if msg.type is WSMsgType.CLOSE:
-            code = int(msg.data or 1000)
-            if not close_code_is_valid(code):
-                # aiohttp lets 1006 and codes from 5000 through (RFC 6455 7.4: a protocol error).
-                await self._fail(1002, f"Invalid close code {code}")
-                return Message(MessageKind.GONE)
-            return Message(MessageKind.CLOSE, code=code, reason=msg.extra or "")
-        return Message(MessageKind.GONE)
-
-    async def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection (RFC 6455 7.1.7): a Close, then the TCP close without waiting for an answer."""
-        with contextlib.suppress(*_SOCKET_ERRORS):
-            await self._ws.send_frame(close_payload(code, reason), WSMsgType.CLOSE)
-        self.abort()
-
-    async def send(self, message: Message) -> None:
-        """Send one data message, waiting while the transport's buffer is full."""
-        try:
-            await self._ws.send_frame(message.data, _OPCODES[message.kind])
-        except _SOCKET_ERRORS as exc:
-            raise PeerGone(self.name) from exc
-
-    async def send_close(self, code: int, reason: str) -> None:
-        """Send a Close frame and return without waiting for the peer's Close."""
-        try:
-            await self._ws.send_frame(close_payload(code, reason), WSMsgType.CLOSE)
-        except _SOCKET_ERRORS as exc:
-            raise PeerGone(self.name) from exc
-
-    def abort(self) -> None:
-        """Close the TCP connection (after both Close frames, the server closes first: RFC 6455 7.1.1)."""
-        transport = self._request.transport
-        if transport is not None and not transport.is_closing():
-            transport.close()
-
-    @property
-    def closed(self) -> bool:
-        """Whether the socket is closed or closing."""
-        return self._ws.closed
 
 
 class FrameSink(Protocol):
@@ -249,85 +162,6 @@ class _Upgraded(web.StreamResponse):
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
-
-
-class _MaskCheck:
-    """Passes a client's bytes on to aiohttp's frame reader; fails the connection at the first unmasked frame.
-
-    aiohttp's server accepts unmasked frames; RFC 6455 5.1 says a server must close the connection on one.
-    Only frame headers are read here (payloads are skipped by count), so the cost is per frame, not per byte.
-    The failure goes through aiohttp's own path for a framing error: the reader's queue gets a
-    ``WebSocketError(1002)``, and ``receive()`` answers it with a Close 1002 and closes the connection.
-    """
-
-    def __init__(self, reader: Any, queue: Any) -> None:
-        self._reader = reader
-        self._queue = queue
-        self._head = bytearray()  # the part of the current frame's header seen so far
-        self._skip = 0  # payload bytes of the current frame still to come
-        self._failed = False
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self._failed:
-            return True, b""
-        end = self._unmasked_frame_at(data)
-        if end is None:
-            return self._reader.feed_data(data)  # type: ignore[no-any-return]
-        if end:
-            self._reader.feed_data(data[:end])  # the frames before the unmasked one
-        self._failed = True
-        self._queue.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, "Unmasked frame"))
-        return True, b""
-
-    def feed_eof(self) -> None:
-        self._reader.feed_eof()
-
-    def _unmasked_frame_at(self, data: bytes) -> int | None:
-        """Where in ``data`` an unmasked frame starts (0 if its header began earlier), or None."""
-        pos, size = 0, len(data)
-        while pos < size:
-            if self._skip:
-                step = min(self._skip, size - pos)
-                self._skip -= step
-                pos += step
-                continue
-            head = self._head
-            start = pos - len(head)
-            if len(head) < 2:
-                take = min(2 - len(head), size - pos)
-                head += data[pos : pos + take]
-                pos += take
-                if len(head) < 2:
-                    return None
-                if not head[1] & 0x80:
-                    return max(start, 0)
-            length = head[1] & 0x7F
-            need = 2 + {126: 2, 127: 8}.get(length, 0) + 4
-            take = min(need - len(head), size - pos)
-            head += data[pos : pos + take]
-            pos += take
-            if len(head) < need:
-                return None
-            if length >= 126:
-                length = int.from_bytes(head[2 : need - 4], "big")
-            self._skip = length
-            head.clear()
-        return None
-
-
-class _CheckedResponse(web.WebSocketResponse):
-    """aiohttp's server WebSocket, refusing unmasked client frames (:class:`_MaskCheck`)."""
-
-    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
-        # aiohttp's hook installs its reader and feeds it the bytes that came with the request: keep those
-        # back, put the check in front of the reader, and feed them through the check.
-        handler = request.protocol
-        tail, handler._message_tail = handler._message_tail, b""
-        super()._post_start(request, protocol, writer)
-        check = _MaskCheck(handler._payload_parser, self._reader)
-        handler._payload_parser = check
-        if tail:
-            check.feed_data(tail)
 
 
 class _FrameResponse(web.WebSocketResponse):
@@ -441,6 +275,21 @@ class SpliceHandshake(Protocol):
         ...
 
 
+class ListenHandshake(SpliceHandshake, Protocol):
+    """A listener's control-channel upgrade (``sb-hc-action=listen``) on its way in."""
+
+    @property
+    def secure(self) -> bool:
+        """Whether the connection is TLS."""
+        ...
+
+    async def accept(
+        self, name: str, *, protocol: str | None, max_message_size: int, heartbeat: float | None = None
+    ) -> ControlPeer:
+        """Complete the upgrade and hand the connection to a :class:`ControlPeer`."""
+        ...
+
+
 class Handshake:
     """A WebSocket upgrade request (``/$hc/...``) waiting to be accepted or refused.
 
@@ -504,26 +353,17 @@ class Handshake:
         protocol: str | None,
         max_message_size: int,
         heartbeat: float | None = None,
-    ) -> WebSocketPeer:
-        """Complete the upgrade and return the socket as a message-level Peer.
-
-        ``autoclose=False`` lets the relay forward a Close instead of echoing it (half-close); compression is
-        off because the relay forwards payloads untouched and negotiates no extension end to end (3.2).
+    ) -> ControlPeer:
+        """Complete the upgrade and hand the connection to a message-level :class:`ControlPeer` (a listener's
+        control channel), as :meth:`accept_spliced` does with a :class:`FramePeer`.
 
         Raises:
             ConnectionLost: the client went away during the handshake.
+            web.HTTPBadRequest: not a valid WebSocket upgrade (aiohttp's 400).
         """
-        ws = _CheckedResponse(
-            protocols=(protocol,) if protocol else (),
-            autoclose=False,
-            autoping=False,  # answered in WebSocketPeer.receive, yielding to other connections
-            compress=False,
-            max_msg_size=max_message_size,
-            heartbeat=heartbeat,
-            decode_text=False,
-        )
-        await self._prepare(ws)
-        return WebSocketPeer(name, ws, self._request)
+        peer = ControlPeer(name, max_message_size, heartbeat)
+        self._take_over(peer, protocol)
+        return peer
 
     async def accept_spliced(
         self,
@@ -545,6 +385,10 @@ class Handshake:
             web.HTTPBadRequest: not a valid WebSocket upgrade (aiohttp's 400).
         """
         peer = FramePeer(name, max_message_size, heartbeat)
+        self._take_over(peer, protocol)
+        return peer
+
+    def _take_over(self, peer: FramePeer, protocol: str | None) -> None:
         request = self._request
         response = upgrade_response(request.headers, request._message.upgrade, protocol)
         # One write, no response machinery, and aiohttp lets go of the connection (its request, parser and
@@ -559,7 +403,6 @@ class Handshake:
         if self.on_upgrade is not None:
             self.on_upgrade()
         peer.attach(transport, _detach(handler, transport))
-        return peer
 
     async def accept_frames(self, sink: FrameSink) -> FrameTransport:
         """Complete the upgrade; from then on the socket's bytes go to ``sink``.

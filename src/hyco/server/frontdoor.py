@@ -37,7 +37,7 @@ from hyco.protocol.messages import status_description
 from hyco.protocol.uri import HC_PREFIX, Action, WebSocketTarget, parse_websocket_target, query_params
 from hyco.server.answer import HttpAnswer
 from hyco.server.dashboard.inspector import Inspector
-from hyco.server.engine import Handshake, SpliceHandshake, answer_and_close
+from hyco.server.engine import Handshake, ListenHandshake, answer_and_close
 from hyco.server.httpforward import HttpForwarder, RelayedRequest, Respond
 from hyco.server.listeners import ListenerHub
 from hyco.server.management import MANAGEMENT_PREFIX, ManagementApi, is_runtime_information_request
@@ -282,12 +282,12 @@ class FrontDoor:
         return handshake.response
 
     async def upgrade(
-        self, handshake: SpliceHandshake, raw_path: str, raw_query: str, tracking_id: str
+        self, handshake: ListenHandshake, raw_path: str, raw_query: str, tracking_id: str
     ) -> HttpAnswer | None:
         """Serve a ``/$hc/`` WebSocket upgrade: classify it, charge its source, hand it to its forwarder.
 
-        ``handshake`` is aiohttp's :class:`~hyco.server.engine.Handshake`, or for a ``connect`` or an
-        ``accept`` the lean door's (``hyco.server.door``); listen and request upgrades need aiohttp's.
+        ``handshake`` is aiohttp's :class:`~hyco.server.engine.Handshake`, or for a ``connect``, an
+        ``accept`` or a ``listen`` the lean door's (``hyco.server.door``); request upgrades need aiohttp's.
 
         Returns:
             The answer to send instead of a 101 (a listener's rejection, the 410 of a delivered rejection),
@@ -320,10 +320,10 @@ class FrontDoor:
                 answer = await self._streams.connect(handshake, target, hc, suffix, tracking_id)
             elif target.action is Action.ACCEPT:
                 answer = await self._streams.accept(handshake, target)
-            elif not isinstance(handshake, Handshake):
-                raise TypeError(f"a {target.action.value} upgrade needs aiohttp's Handshake")  # a bug
             elif target.action is Action.LISTEN:
                 await self._listeners.serve(handshake, target, tracking_id)
+            elif not isinstance(handshake, Handshake):
+                raise TypeError(f"a {target.action.value} upgrade needs aiohttp's Handshake")  # a bug
             else:
                 await self._http.rendezvous(handshake, target.id)
         except RelayError as exc:

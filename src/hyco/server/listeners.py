@@ -21,7 +21,7 @@ from hyco.protocol.sas import Right, SasToken
 from hyco.protocol.uri import WebSocketTarget
 from hyco.server.config import Limits
 from hyco.server.control import ControlChannel
-from hyco.server.engine import Handshake
+from hyco.server.engine import ListenHandshake
 from hyco.server.metrics import RelayMetrics
 from hyco.server.registry import HybridConnection, Registry
 
@@ -32,7 +32,7 @@ log = logging.getLogger("hyco.relay")
 SB_AUTH_HEADER = "ServiceBusAuthorization"
 
 #: Checks a token text for a right on a hybrid connection; raises RelayError (401/403) when it is not good.
-Authorize = Callable[[Handshake, str | None, HybridConnection, Right], SasToken]
+Authorize = Callable[[ListenHandshake, str | None, HybridConnection, Right], SasToken]
 #: Holds a cluster-wide (or all workers') listener slot for (path, listener id, listener's address, base URL
 #: its rendezvous addresses start with) while a channel runs; RelayError refuses.
 Lease = Callable[[str, str, str, str], AbstractAsyncContextManager[None]]
@@ -77,7 +77,7 @@ class ListenerHub:
         registry: Registry,
         limits: Limits,
         authorize: Authorize,
-        base_url_for: Callable[[Handshake], str],
+        base_url_for: Callable[[ListenHandshake], str],
         on_response: Callable[..., bool],
         on_invalid_response: Callable[[str, str], bool],
         clock: Clock = SYSTEM_CLOCK,
@@ -117,7 +117,20 @@ class ListenerHub:
         """Close every control channel (relay shutdown)."""
         await asyncio.gather(*(ch.close(code, reason) for ch in list(self._channels)), return_exceptions=True)
 
-    async def serve(self, handshake: Handshake, target: WebSocketTarget, tracking_id: str) -> None:
+    async def hang_up_all(self, timeout: float) -> None:
+        """After :meth:`close_all`: wait up to ``timeout`` for the listeners' answers, then drop the channels
+        that are left (relay shutdown; the channels' connections left aiohttp's server at their upgrade)."""
+        channels = list(self._channels)
+        if not channels:
+            return
+        await asyncio.wait([channel.ended for channel in channels], timeout=timeout)
+        left = [channel for channel in channels if not channel.ended.done()]
+        for channel in left:
+            channel.abort()
+        if left:
+            await asyncio.wait([channel.ended for channel in left], timeout=timeout)
+
+    async def serve(self, handshake: ListenHandshake, target: WebSocketTarget, tracking_id: str) -> None:
         """Authorize, register and run one listener's control channel until it ends.
 
         Raises:

@@ -21,9 +21,11 @@ import platform
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -42,6 +44,7 @@ __all__ = [
 
 #: The Prometheus text format's content type (version 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -186,6 +189,16 @@ class RelayMetrics:
         self.totals: dict[str, EntityTotals] = {}
         #: The relayed WebSocket connections now spliced, oldest first.
         self.live: dict[LiveConnection, None] = {}
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+    def _labels(self, metric: _Metric, *values: str) -> _Metric:
+        """``metric.labels(*values)``, kept: prometheus_client checks and locks on every ``labels()`` call,
+        several times per rendezvous and per HTTP request (its children live as long as the metric anyway)."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def text(self) -> bytes:
         """The ``/$metrics`` body."""
@@ -205,28 +218,28 @@ class RelayMetrics:
 
     def listener_online(self, entity: str) -> None:
         """A listener's control channel opened."""
-        self._listener_connections.labels(entity, "success").inc()
+        self._labels(self._listener_connections, entity, "success").inc()
 
     def listener_ended(self, entity: str, status: int) -> None:
         """A listener's ``listen`` request ended: refused with ``status``, or 101 once its channel closed."""
         if status == 101:
-            self._listener_disconnects.labels(entity).inc()
+            self._labels(self._listener_disconnects, entity).inc()
         else:
-            self._listener_connections.labels(entity, result_of(status)).inc()
+            self._labels(self._listener_connections, entity, result_of(status)).inc()
 
     def sender_ended(self, entity: str, status: int) -> None:
         """A sender's ``connect`` ended: refused or rejected with ``status``, or 101 after its splice."""
         if status == 101:
-            self._sender_disconnects.labels(entity).inc()
+            self._labels(self._sender_disconnects, entity).inc()
         else:
-            self._sender_connections.labels(entity, result_of(status)).inc()
+            self._labels(self._sender_connections, entity, result_of(status)).inc()
 
     def splice_started(self, connection: LiveConnection, waited: float) -> None:
         """A sender and a listener were spliced ``waited`` seconds after the sender arrived."""
         entity = connection.entity
-        self._sender_connections.labels(entity, "success").inc()
-        self._active_connections.labels(entity).inc()
-        self._rendezvous_duration.labels(entity).observe(waited)
+        self._labels(self._sender_connections, entity, "success").inc()
+        self._labels(self._active_connections, entity).inc()
+        self._labels(self._rendezvous_duration, entity).observe(waited)
         self._totals(entity).active_connections += 1
         self.live[connection] = None
 
@@ -234,9 +247,9 @@ class RelayMetrics:
         """A splice ended; its bytes count from now on in the totals."""
         self.live.pop(connection, None)
         entity, bytes_in, bytes_out = connection.entity, connection.bytes_in, connection.bytes_out
-        self._active_connections.labels(entity).dec()
-        self._bytes.labels(entity, "in").inc(bytes_in)
-        self._bytes.labels(entity, "out").inc(bytes_out)
+        self._labels(self._active_connections, entity).dec()
+        self._labels(self._bytes, entity, "in").inc(bytes_in)
+        self._labels(self._bytes, entity, "out").inc(bytes_out)
         totals = self._totals(entity)
         totals.active_connections -= 1
         totals.bytes_in += bytes_in
@@ -253,10 +266,10 @@ class RelayMetrics:
 
     def http_done(self, entity: str, code: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         """A relayed HTTP request ended with ``code`` after ``seconds``."""
-        self._http_requests.labels(entity, str(code)).inc()
-        self._http_duration.labels(entity).observe(seconds)
-        self._bytes.labels(entity, "in").inc(bytes_in)
-        self._bytes.labels(entity, "out").inc(bytes_out)
+        self._labels(self._http_requests, entity, str(code)).inc()
+        self._labels(self._http_duration, entity).observe(seconds)
+        self._labels(self._bytes, entity, "in").inc(bytes_in)
+        self._labels(self._bytes, entity, "out").inc(bytes_out)
         totals = self._totals(entity)
         totals.http_requests += 1
         totals.bytes_in += bytes_in

@@ -1,17 +1,18 @@
 """The relay's WebSocket seam: one socket end as the relay core sees it.
 
 The splice, the control channel and the forwarders talk to a :class:`Peer`, never to the WebSocket library;
-``hyco.server.websocket`` adapts aiohttp to it, and ``hyco.testing`` ships in-memory peers for tests. A faster
-engine plugs in by implementing this protocol.
+the engine's lean sockets (``hyco.server.framepeer``, ``hyco.server.controlpeer``) implement it, and
+``hyco.testing`` ships in-memory peers for tests. A faster engine plugs in by implementing this protocol.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["LinkablePeer", "Message", "MessageKind", "Peer", "PeerGone"]
+__all__ = ["ChannelPeer", "LinkablePeer", "Message", "MessageKind", "Peer", "PeerGone"]
 
 
 class MessageKind(enum.Enum):
@@ -56,6 +57,16 @@ class Peer(Protocol):
 
     def abort(self) -> None:
         """Drop the transport. Idempotent."""
+        ...
+
+
+class ChannelPeer(Peer, Protocol):
+    """A Peer that can also take whole messages without waiting: a listener's control channel."""
+
+    def send_now(self, messages: Sequence[Message]) -> bool:
+        """Write ``messages`` (TEXT, BINARY or CLOSE), in order, at once if the peer's send buffer has room;
+        write nothing and return False if it has not (then ``send`` and ``send_close`` wait for room).
+        Raises PeerGone."""
         ...
 
 

@@ -58,6 +58,12 @@ def connect_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return joined
 
 
+def _expire(outcome: asyncio.Future[Arrival | Rejection]) -> None:
+    """No listener answered in time: the sender's wait ends with TimeoutError."""
+    if not outcome.done():
+        outcome.set_exception(TimeoutError())
+
+
 def _valid_reject_status(status: int) -> bool:
     # A 1xx would leave the sender's handshake waiting for a final answer (101 would even claim success).
     return 200 <= status <= 599
@@ -189,13 +195,18 @@ class StreamForwarder:
             return accept, None
 
         await self._router.dispatch(hc, criteria, build)
+        outcome = pending.outcome
+        # One timer on the outcome itself, no timeout scope or shield: it fails the outcome unless the
+        # listener answered first (a sender that goes away cancels it, as abandon() would).
+        timer = asyncio.get_running_loop().call_later(self._limits.accept_timeout, _expire, outcome)
         try:
-            async with asyncio.timeout(self._limits.accept_timeout):
-                return await asyncio.shield(pending.outcome)
+            return await outcome
         except TimeoutError:
             raise EndpointNotFound(
                 "None of the connected listeners accepted the connection within the allowed timeout."
             ) from None
+        finally:
+            timer.cancel()
 
     def _start_splice(
         self,

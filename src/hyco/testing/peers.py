@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from hyco.server.peer import Message, MessageKind, PeerGone
 
@@ -41,6 +42,17 @@ class MemoryPeer:
         if self._gone or self.aborted:
             raise PeerGone(self.name)
         self._outbox.put_nowait(message)
+
+    def send_now(self, messages: Sequence[Message]) -> bool:
+        """Deliver messages to the remote at once, unless ``capacity`` unread messages are queued (then
+        deliver nothing and return False)."""
+        if self._gone or self.aborted:
+            raise PeerGone(self.name)
+        if self._capacity and self._outbox.qsize() >= self._capacity:
+            return False
+        for message in messages:
+            self._outbox.put_nowait(message)
+        return True
 
     async def send_close(self, code: int, reason: str) -> None:
         """Deliver a Close to the remote (never waits: control frames jump the queue on a real socket)."""
