@@ -29,8 +29,11 @@ from tests.cli.test_relay_cli import RunningRelay, relay_process, run_to_exit
 from tests.conftest import KEY, KEY_NAME, TIMEOUT
 from tests.server.wire import RawListener, connect_url, token_for
 
-#: Connections a test opens at most to land one on a given worker (each lands there about half the time).
-TRIES = 60
+#: Connections a test opens at most to land one on a given worker (each lands there about half the time, less
+#: when the other worker's loop is quicker to wake on a loaded machine: hence a short pause between tries).
+TRIES = 120
+#: Seconds between two tries, so one worker's quicker wake-up does not take every connection in a row.
+RETRY_PAUSE = 0.02
 
 
 def write_config(tmp_path: Path, *, max_listeners: int = 25) -> Path:
@@ -117,6 +120,7 @@ async def connection_to(port: int, worker: int) -> Http:
         if (await http.health())["worker"]["index"] == worker:
             return http
         http.close()
+        await asyncio.sleep(RETRY_PAUSE)
     raise AssertionError(f"no connection landed on worker {worker} in {TRIES} tries")
 
 
@@ -130,6 +134,7 @@ async def workers_health(port: int) -> dict[int, dict[str, Any]]:
         seen[health["worker"]["index"]] = health
         if len(seen) == 2:
             return seen
+        await asyncio.sleep(RETRY_PAUSE)
     raise AssertionError(f"only workers {sorted(seen)} answered in {TRIES} tries")
 
 
