@@ -27,6 +27,7 @@ import uvloop
 
 from hyco.server import serve
 from hyco.server.framepeer import BYTES_PER_TURN, FramePeer
+from hyco.server.peer import Message, MessageKind
 from hyco.server.tls import mint_development_certificate
 from tests.conftest import test_config
 
@@ -152,3 +153,28 @@ async def test_a_sender_at_full_speed_stops_reading_for_the_rest_of_a_turn_after
     sender.abort()
     for sock in keep:
         sock.close()
+
+
+# --- a peer that stopped reading does not keep its socket (issue 13: slow or vanishing peers) -------------
+
+
+async def test_a_peer_that_stopped_reading_is_cut_at_once_when_aborted():
+    # A graceful close waits until the peer has read what is buffered: one that never reads kept the socket.
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        far = socket.create_connection(server.getsockname()[:2])
+        near, _ = server.accept()
+    near.setblocking(False)
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, near)
+    lost = asyncio.Event()
+    peer = FramePeer("listener", max_message_size=1 << 20)
+    peer.attach(cast(asyncio.Transport, transport), lambda _: lost.set())
+    high = transport.get_write_buffer_limits()[1]
+    await peer.send(Message(MessageKind.BINARY, b"hello"))
+    while transport.get_write_buffer_size() <= high:  # the far side never reads: the kernel's buffers fill
+        transport.write(bytes(64 * 1024))  # as a partner's frames are written (the peer is paused above high)
+    peer.abort()
+    for _ in range(4):
+        await asyncio.sleep(0)
+    assert lost.is_set(), "the connection is still open, waiting for a reader that never reads"
+    far.close()

@@ -96,16 +96,6 @@ class ControlPeer(FramePeer):
         self._transport.writelines(frames)  # type: ignore[union-attr]  # _writable() checked it
         return True
 
-    def abort(self) -> None:
-        """Close the TCP connection; at once, dropping what is still unsent, when the listener stopped taking
-        data (the send buffer is above its high-water mark): waiting for it to read would hold the socket
-        forever. Idempotent."""
-        transport = self._transport
-        if transport is not None and self._write_paused:
-            transport.abort()
-        else:
-            super().abort()
-
     def link(self, other: object) -> None:
         """A control channel is never spliced."""
         raise TypeError("a control channel's peer is not spliced")

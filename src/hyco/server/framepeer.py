@@ -303,9 +303,16 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         self._close_sent = True
 
     def abort(self) -> None:
-        """Close the TCP connection. Idempotent."""
+        """Close the TCP connection; at once, dropping what is still unsent, when the peer stopped taking data
+        (the send buffer is above its high-water mark): a graceful close waits for the peer to read it, and a
+        peer that never reads (frozen, or a zero TCP window held on purpose) would keep the socket and its
+        buffer for good. Otherwise what was sent (the Close frame last) is delivered first. Idempotent."""
         transport = self._transport
-        if transport is not None and not transport.is_closing():
+        if transport is None:
+            return
+        if self._write_paused:
+            transport.abort()
+        elif not transport.is_closing():
             transport.close()
 
     @property
