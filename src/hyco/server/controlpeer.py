@@ -50,6 +50,10 @@ class ControlPeer(FramePeer):
 
     __slots__ = ("_inbox", "_inbox_size", "_kind", "_parts")
 
+    #: A listener is dropped when it stopped reading for ``send_timeout``: that was its grace already, and
+    #: waiting for it would hold the socket for good (a control channel carries no data to deliver).
+    unsent_grace = 0.0
+
     def __init__(self, name: str, max_message_size: int, heartbeat: float | None = None) -> None:
         super().__init__(name, max_message_size, heartbeat)
         self._inbox: deque[Message] = deque()
