@@ -43,10 +43,10 @@ FRAMES_PER_TURN = 64
 #: uvloop one readable event reads up to 32 x 256 KB; a sender at full speed then held the loop for about
 #: 8 MB of copying at a time, and everyone else's latency with it (issue 13, defect 12).
 BYTES_PER_TURN = 1024 * 1024
-#: Seconds a dropped peer gets to read what is still unsent before its socket is cut.
-#: A graceful close alone would wait for ever on a reader that never reads (frozen, or holding a zero TCP window
-#: on purpose), keeping the socket and its buffer; cutting at once would truncate a slow but live reader's tail
-#: (the last data and the Close often arrive in the read that filled its buffer).
+#: Seconds a dropped peer gets to read what is still unsent before its socket is cut. A graceful close alone
+#: would wait for ever on a reader that never reads (frozen, or holding a zero TCP window on purpose), keeping
+#: the socket and its buffer; cutting at once would truncate a slow but live reader's tail (the last data and
+#: the Close often arrive in the read that filled its buffer).
 UNSENT_GRACE = 10.0
 _GONE = Message(MessageKind.GONE)
 
