@@ -27,8 +27,9 @@ import uvloop
 
 from hyco.server import serve
 from hyco.server.framepeer import BYTES_PER_TURN, FramePeer
+from hyco.server.peer import Message, MessageKind
 from hyco.server.tls import mint_development_certificate
-from tests.conftest import test_config
+from tests.conftest import TIMEOUT, test_config
 
 #: Clients that connect while the loop is blocked (below the per-source connection limit of the tests).
 CLIENTS = 40
@@ -152,3 +153,54 @@ async def test_a_sender_at_full_speed_stops_reading_for_the_rest_of_a_turn_after
     sender.abort()
     for sock in keep:
         sock.close()
+
+
+# --- a peer that stopped reading does not keep its socket (issue 13: slow or vanishing peers) -------------
+
+
+async def _stalled_peer(grace: float) -> tuple[FramePeer, socket.socket, asyncio.Event, int]:
+    """A peer with ``unsent_grace`` = ``grace`` whose far end has not read: its send buffer is above the
+    high-water mark. Returns the peer, the far end's socket, an event set when the connection is lost, and the
+    bytes written to it."""
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        far = socket.create_connection(server.getsockname()[:2])
+        near, _ = server.accept()
+    near.setblocking(False)
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, near)
+    lost = asyncio.Event()
+    peer = type("Peer", (FramePeer,), {"unsent_grace": grace})("listener", max_message_size=1 << 20)
+    peer.attach(cast(asyncio.Transport, transport), lambda _: lost.set())
+    high = transport.get_write_buffer_limits()[1]
+    await peer.send(Message(MessageKind.BINARY, b"hello"))
+    written = 7
+    while transport.get_write_buffer_size() <= high:  # the kernel's buffers fill, then the transport's
+        transport.write(bytes(64 * 1024))  # as a partner's frames are written (the peer is paused above high)
+        written += 64 * 1024
+    return peer, far, lost, written
+
+
+async def test_a_peer_that_never_reads_is_cut_after_the_grace():
+    # A graceful close waits until the peer has read what is buffered: one that never reads kept the socket.
+    peer, far, lost, _ = await _stalled_peer(grace=0.05)
+    peer.abort()
+    await asyncio.wait_for(lost.wait(), TIMEOUT)
+    far.close()
+
+
+async def test_a_slow_reader_gets_everything_sent_before_the_close():
+    # Cutting at once would drop the tail that was still buffered (the last data and the Close often arrive
+    # in the read that filled the buffer): a reader that reads within the grace gets every byte, then EOF.
+    peer, far, lost, written = await _stalled_peer(grace=TIMEOUT)
+    peer.abort()
+    for _ in range(4):
+        await asyncio.sleep(0)
+    assert not lost.is_set()
+    far.setblocking(False)
+    loop = asyncio.get_running_loop()
+    received = 0
+    while chunk := await asyncio.wait_for(loop.sock_recv(far, 1 << 20), TIMEOUT):
+        received += len(chunk)
+    assert received == written
+    await asyncio.wait_for(lost.wait(), TIMEOUT)
+    far.close()

@@ -50,6 +50,10 @@ class ControlPeer(FramePeer):
 
     __slots__ = ("_inbox", "_inbox_size", "_kind", "_parts")
 
+    #: A listener is dropped when it stopped reading for ``send_timeout``: that was its grace already, and
+    #: waiting for it would hold the socket for good (a control channel carries no data to deliver).
+    unsent_grace = 0.0
+
     def __init__(self, name: str, max_message_size: int, heartbeat: float | None = None) -> None:
         super().__init__(name, max_message_size, heartbeat)
         self._inbox: deque[Message] = deque()
@@ -95,16 +99,6 @@ class ControlPeer(FramePeer):
             frames += (frame_header(_FIN | _OPCODES[message.kind], len(payload)), payload)
         self._transport.writelines(frames)  # type: ignore[union-attr]  # _writable() checked it
         return True
-
-    def abort(self) -> None:
-        """Close the TCP connection; at once, dropping what is still unsent, when the listener stopped taking
-        data (the send buffer is above its high-water mark): waiting for it to read would hold the socket
-        forever. Idempotent."""
-        transport = self._transport
-        if transport is not None and self._write_paused:
-            transport.abort()
-        else:
-            super().abort()
 
     def link(self, other: object) -> None:
         """A control channel is never spliced."""

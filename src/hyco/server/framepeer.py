@@ -43,6 +43,11 @@ FRAMES_PER_TURN = 64
 #: uvloop one readable event reads up to 32 x 256 KB; a sender at full speed then held the loop for about
 #: 8 MB of copying at a time, and everyone else's latency with it (issue 13, defect 12).
 BYTES_PER_TURN = 1024 * 1024
+#: Seconds a dropped peer gets to read what is still unsent before its socket is cut. A graceful close alone
+#: would wait for ever on a reader that never reads (frozen, or holding a zero TCP window on purpose), keeping
+#: the socket and its buffer; cutting at once would truncate a slow but live reader's tail (the last data and
+#: the Close often arrive in the read that filled its buffer).
+UNSENT_GRACE = 10.0
 _GONE = Message(MessageKind.GONE)
 
 
@@ -105,6 +110,9 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         "_write_paused",
         "name",
     )
+
+    #: See :data:`UNSENT_GRACE`.
+    unsent_grace = UNSENT_GRACE
 
     def __init__(self, name: str, max_message_size: int, heartbeat: float | None = None) -> None:
         self.name = name
@@ -303,10 +311,17 @@ class FramePeer(LinkablePeer, asyncio.Protocol):
         self._close_sent = True
 
     def abort(self) -> None:
-        """Close the TCP connection. Idempotent."""
+        """Close the TCP connection. What was sent (the Close frame last) is delivered first: a peer with data
+        still unsent gets :attr:`unsent_grace` seconds to read it, then the connection is cut, dropping the
+        rest. Idempotent."""
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.close()
+        if transport is None or transport.is_closing():
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            if self._timer is not None:  # the heartbeat: nothing more is sent
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(self.unsent_grace, transport.abort)
 
     @property
     def closed(self) -> bool:
