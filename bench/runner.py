@@ -93,12 +93,17 @@ def haproxy_version(binary: str | None) -> str:
 # --- measuring ------------------------------------------------------------------------------------
 
 
+def find_pyspy() -> str | None:
+    """py-spy's path: on the PATH, or in this interpreter's venv."""
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
 async def measure_loop(
     args: argparse.Namespace, loop: str, workdir: Path, out: Path, peers: list[tunnels.Prepared]
 ) -> dict[str, Any]:
     """All scenarios x runs on one event loop kind; returns medians, per-run values and errors."""
     haproxy = find_haproxy()
-    pyspy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    pyspy = find_pyspy()
     runs: dict[str, list[Metric]] = {}
     errors: list[str] = []
     for index in range(args.runs):
@@ -442,6 +447,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loops": {},
     }
     print(f"hyco benchmarks: {command}\nhaproxy: {report['haproxy']}", flush=True)
+    if args.profile and find_pyspy() is None:
+        print("--profile: py-spy not found (pip install py-spy, or scripts/bench installs it): no profiles")
     peers = tunnels.prepare(args.tunnels if 6 in args.scenarios else "none")
     report["tunnels"] = {
         p.tool.name: f"{p.tool.version} ({p.bin})" if p.bin else f"skipped: {p.reason}" for p in peers
